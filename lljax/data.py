@@ -1,0 +1,259 @@
+"""Datasets: a pytree container and built-in generators that need no network.
+
+Every generator is deterministic given its ``key``/``seed``. Minibatches are gathered by
+index inside compiled code (:func:`sample_batch`), so a training run is one ``lax.scan``.
+
+Examples:
+  >>> import jax, lljax as ll
+  >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=100, num_test=50)
+  >>> data.x_train.shape, data.num_classes
+  ((100, 2), 2)
+  >>> x, y = ll.data.sample_batch(data, key=jax.random.key(1), batch_size=16)
+  >>> x.shape, y.shape
+  ((16, 2), (16,))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+from flax import struct
+
+
+@struct.dataclass
+class Dataset:
+    """Train and test arrays plus static metadata; a pytree (arrays are leaves).
+
+    Attributes:
+      x_train, y_train, x_test, y_test: arrays with a leading example axis. Labels are
+        integer classes for classification, float targets for regression.
+      name: dataset name, recorded in results.
+      num_classes: number of classes (0 for regression).
+    """
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    name: str = struct.field(pytree_node=False, default="data")
+    num_classes: int = struct.field(pytree_node=False, default=0)
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if hasattr(x, "shape") and hasattr(y, "shape") and x.shape[:1] != y.shape[:1]:
+                raise ValueError(
+                    f"Dataset: x_{split} has {x.shape[0]} examples but y_{split} has "
+                    f"{y.shape[0]}; they must match along the first axis"
+                )
+
+    @property
+    def num_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    @property
+    def train(self) -> tuple[jax.Array, jax.Array]:
+        return self.x_train, self.y_train
+
+    @property
+    def test(self) -> tuple[jax.Array, jax.Array]:
+        return self.x_test, self.y_test
+
+    def astype(self, dtype) -> Dataset:
+        """The same data with float inputs (and float targets) cast to ``dtype``."""
+
+        def cast(a):
+            return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+        return self.replace(
+            x_train=cast(self.x_train),
+            y_train=cast(self.y_train),
+            x_test=cast(self.x_test),
+            y_test=cast(self.y_test),
+        )
+
+
+def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str = "train"):
+    """Draws ``batch_size`` examples uniformly without replacement; jit/vmap friendly.
+
+    Returns:
+      ``(x, y)`` with leading axis ``batch_size``.
+    """
+    x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
+    n = x.shape[0]
+    if batch_size > n:
+        raise ValueError(f"batch_size: {batch_size} exceeds the {n} {split} examples")
+    if batch_size == n:
+        return x, y
+    idx = jr.choice(key, n, (batch_size,), replace=False)
+    return x[idx], y[idx]
+
+
+def epoch_batches(num_examples: int, batch_size: int, *, key: jax.Array) -> jax.Array:
+    """Indices ``(num_examples // batch_size, batch_size)`` of one shuffled epoch."""
+    perm = jr.permutation(key, num_examples)
+    nb = num_examples // batch_size
+    return perm[: nb * batch_size].reshape(nb, batch_size)
+
+
+def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8) -> Dataset:
+    """MNIST-1D (Greydanus & Kobak 2020, arXiv:2011.14439) from the ``mnist1d`` generator.
+
+    Same defaults as the published dataset: 5000 samples, 4000 train / 1000 test, inputs of
+    length 40, 10 classes, seed 42. Generated locally (no download); the global NumPy RNG
+    the generator seeds is restored afterwards.
+
+    Raises:
+      ImportError: if the optional ``mnist1d`` package is missing (``pip install lljax[data]``).
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "lljax.data.mnist1d needs the optional 'mnist1d' package: pip install 'lljax[data]'"
+        ) from e
+    args = get_dataset_args()
+    args.seed = int(seed)
+    args.num_samples = int(num_samples)
+    args.train_split = float(train_split)
+    state = np.random.get_state()
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    return Dataset(
+        x_train=jnp.asarray(d["x"], jnp.float32),
+        y_train=jnp.asarray(d["y"], jnp.int32),
+        x_test=jnp.asarray(d["x_test"], jnp.float32),
+        y_test=jnp.asarray(d["y_test"], jnp.int32),
+        name="mnist1d",
+        num_classes=10,
+    )
+
+
+def gaussian_mixture(
+    *,
+    key: jax.Array,
+    num_train: int = 1000,
+    num_test: int = 1000,
+    num_classes: int = 2,
+    dim: int = 2,
+    separation: float = 3.0,
+) -> Dataset:
+    """Isotropic unit-variance Gaussian classes with means at distance ``separation``-ish."""
+    k_mu, k_tr, k_te = jr.split(key, 3)
+    means = separation / np.sqrt(2) * jr.normal(k_mu, (num_classes, dim))
+
+    def draw(k, n):
+        ky, kx = jr.split(k)
+        y = jr.randint(ky, (n,), 0, num_classes)
+        return means[y] + jr.normal(kx, (n, dim)), y.astype(jnp.int32)
+
+    x_tr, y_tr = draw(k_tr, num_train)
+    x_te, y_te = draw(k_te, num_test)
+    return Dataset(x_tr, y_tr, x_te, y_te, name="gaussian_mixture", num_classes=num_classes)
+
+
+def linear_regression(
+    *,
+    key: jax.Array,
+    num_train: int = 1000,
+    num_test: int = 1000,
+    dim: int = 10,
+    out_dim: int = 1,
+    noise: float = 0.1,
+    rank: int | None = None,
+) -> Dataset:
+    """y = W* x + noise with x ~ N(0, I); ``rank`` makes W* low-rank (reduced-rank regression).
+
+    The true matrix is stored nowhere else: recover it by least squares if needed.
+    """
+    kw, ku, kx, kn = jr.split(key, 4)
+    if rank is None:
+        w = jr.normal(kw, (dim, out_dim)) / np.sqrt(dim)
+    else:
+        w = jr.normal(kw, (dim, rank)) @ jr.normal(ku, (rank, out_dim)) / np.sqrt(dim * rank)
+    n = num_train + num_test
+    x = jr.normal(kx, (n, dim))
+    y = x @ w + noise * jr.normal(kn, (n, out_dim))
+    return Dataset(x[:num_train], y[:num_train], x[num_train:], y[num_train:], name="linear_regression")
+
+
+def teacher_student(
+    teacher,
+    *,
+    key: jax.Array,
+    num_train: int = 1000,
+    num_test: int = 1000,
+    noise: float = 0.0,
+    classify: bool = False,
+) -> Dataset:
+    """Labels from a random teacher :class:`~lljax.models.Model` on x ~ N(0, I).
+
+    Args:
+      teacher: the teacher model; its params are drawn from ``key``.
+      noise: std of Gaussian label noise (regression).
+      classify: if true, labels are the teacher's argmax (classification).
+    """
+    kp, kx, kn = jr.split(key, 3)
+    params = teacher.init(kp)
+    n = num_train + num_test
+    x = jr.normal(kx, (n, *teacher.input_shape))
+    out = teacher.apply(params, x)
+    if classify:
+        y = jnp.argmax(out, -1).astype(jnp.int32)
+        nc = int(out.shape[-1])
+    else:
+        y = out + noise * jr.normal(kn, out.shape)
+        nc = 0
+    return Dataset(x[:num_train], y[:num_train], x[num_train:], y[num_train:],
+                   name="teacher_student", num_classes=nc)
+
+
+def modular_arithmetic(
+    p: int = 97,
+    operation: str = "add",
+    train_fraction: float = 0.3,
+    *,
+    key: jax.Array | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """All pairs ``(a, b)`` with label ``a ∘ b mod p`` (Power et al. 2022, arXiv:2201.02177).
+
+    Inputs are token sequences ``[a, b, p]`` (token ``p`` is the "=" sign), so the vocabulary
+    has ``p + 1`` tokens. Operations: ``add``, ``sub``, ``mul``, ``div`` (b ≠ 0, via the
+    modular inverse), ``x2_plus_xy_plus_y2``.
+    """
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    a, b = a.ravel(), b.ravel()
+    if operation == "add":
+        c = (a + b) % p
+    elif operation == "sub":
+        c = (a - b) % p
+    elif operation == "mul":
+        c = (a * b) % p
+    elif operation == "div":
+        keep = b != 0
+        a, b = a[keep], b[keep]
+        c = (a * np.array([pow(int(v), p - 2, p) for v in b])) % p
+    elif operation == "x2_plus_xy_plus_y2":
+        c = (a * a + a * b + b * b) % p
+    else:
+        raise ValueError(
+            f"operation: unknown {operation!r}; expected add, sub, mul, div or x2_plus_xy_plus_y2"
+        )
+    if not 0 < train_fraction < 1:
+        raise ValueError(f"train_fraction: expected a value in (0, 1), got {train_fraction}")
+    key = jr.key(seed) if key is None else key
+    perm = np.asarray(jr.permutation(key, len(c)))
+    x = np.stack([a, b, np.full_like(a, p)], axis=1)[perm].astype(np.int32)
+    y = c[perm].astype(np.int32)
+    n_train = int(round(train_fraction * len(y)))
+    return Dataset(jnp.asarray(x[:n_train]), jnp.asarray(y[:n_train]), jnp.asarray(x[n_train:]),
+                   jnp.asarray(y[n_train:]), name=f"modular_{operation}_{p}", num_classes=p)
