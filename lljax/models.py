@@ -46,6 +46,8 @@ class Model(NamedTuple):
         (an empty dict for models without BatchNorm).
       input_shape: shape of one example (without the batch axis).
       name: a short description, recorded in results.
+      module: the underlying ``flax.linen`` module (``None`` for hand-written models);
+        used by tools that read intermediate activations.
     """
 
     init: Callable[..., Params]
@@ -53,6 +55,7 @@ class Model(NamedTuple):
     stats: Callable[..., Any] = lambda params, x: {}
     input_shape: tuple[int, ...] = ()
     name: str = "model"
+    module: Any = None
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -151,7 +154,7 @@ def wrap(
         _, state = module.apply({"params": params}, x, mutable=["batch_stats"])
         return jax.tree.map(lambda v: v, state.get("batch_stats", {}))
 
-    return Model(init_fn, apply_fn, stats_fn, input_shape, name)
+    return Model(init_fn, apply_fn, stats_fn, input_shape, name, module)
 
 
 class MLP(nn.Module):
