@@ -15,11 +15,36 @@ Examples:
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+import operator
+
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from flax import struct
+
+
+def _as_key(key, name: str = "key") -> jax.Array:
+    """A PRNG key from a key (typed or raw ``uint32[2]``) or an int seed."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jr.key(int(key))
+    if hasattr(key, "dtype") and (
+        jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        or (key.dtype == jnp.uint32 and key.shape == (2,))
+    ):
+        return key
+    raise ValueError(f"{name}: expected a jax.random.key or an int seed, got {key!r}")
+
+
+def _positive_int(value, name: str) -> int:
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}") from None
+    if v <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {v}")
+    return v
 
 
 @struct.dataclass
@@ -58,6 +83,11 @@ class Dataset:
         return int(self.x_test.shape[0])
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example (without the example axis)."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
     def train(self) -> tuple[jax.Array, jax.Array]:
         return self.x_train, self.y_train
 
@@ -80,11 +110,27 @@ class Dataset:
 
 
 def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str = "train"):
-    """Draws ``batch_size`` examples uniformly without replacement; jit/vmap friendly.
+    """Draws ``batch_size`` distinct examples uniformly at random; jit/vmap friendly.
+
+    Indices are drawn inside compiled code and gathered, so a training loop can sample every
+    step inside one ``lax.scan``. ``batch_size`` (and ``split``) must be static under ``jit``.
+    A ``batch_size`` equal to the split size returns the whole split in its stored order.
+
+    Args:
+      data: the dataset.
+      key: PRNG key; vmap over keys for independent batches.
+      batch_size: number of examples, ``1 <= batch_size <= len(split)``.
+      split: ``"train"`` or ``"test"``.
 
     Returns:
       ``(x, y)`` with leading axis ``batch_size``.
+
+    Raises:
+      ValueError: on an unknown ``split`` or a ``batch_size`` out of range.
     """
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    batch_size = _positive_int(batch_size, "batch_size")
     x, y = (data.x_train, data.y_train) if split == "train" else (data.x_test, data.y_test)
     n = x.shape[0]
     if batch_size > n:
@@ -96,7 +142,14 @@ def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str =
 
 
 def epoch_batches(num_examples: int, batch_size: int, *, key: jax.Array) -> jax.Array:
-    """Indices ``(num_examples // batch_size, batch_size)`` of one shuffled epoch."""
+    """Indices ``(num_examples // batch_size, batch_size)`` of one shuffled epoch.
+
+    The last ``num_examples % batch_size`` examples of the permutation are dropped.
+    """
+    num_examples = _positive_int(num_examples, "num_examples")
+    batch_size = _positive_int(batch_size, "batch_size")
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size: {batch_size} exceeds num_examples={num_examples}")
     perm = jr.permutation(key, num_examples)
     nb = num_examples // batch_size
     return perm[: nb * batch_size].reshape(nb, batch_size)
@@ -106,12 +159,30 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8
     """MNIST-1D (Greydanus & Kobak 2020, arXiv:2011.14439) from the ``mnist1d`` generator.
 
     Same defaults as the published dataset: 5000 samples, 4000 train / 1000 test, inputs of
-    length 40, 10 classes, seed 42. Generated locally (no download); the global NumPy RNG
-    the generator seeds is restored afterwards.
+    length 40 (float32), 10 classes (int32 labels), seed 42. Generated locally (no download);
+    the global NumPy RNG the generator seeds is restored afterwards, and the result is cached
+    per argument set (the arrays are immutable), so repeated calls are free.
+
+    Args:
+      seed: the generator's seed (42 gives the published dataset).
+      num_samples: train + test examples.
+      train_split: fraction of ``num_samples`` used for training.
 
     Raises:
       ImportError: if the optional ``mnist1d`` package is missing (``pip install lljax[data]``).
+      ValueError: on a non-positive ``num_samples`` or ``train_split`` outside (0, 1).
+
+    References:
+      Greydanus & Kobak, "Scaling down deep learning with MNIST-1D", arXiv:2011.14439.
     """
+    num_samples = _positive_int(num_samples, "num_samples")
+    if not 0 < train_split < 1:
+        raise ValueError(f"train_split: expected a value in (0, 1), got {train_split}")
+    return _mnist1d_cached(int(seed), num_samples, float(train_split))
+
+
+@functools.lru_cache(maxsize=4)
+def _mnist1d_cached(seed: int, num_samples: int, train_split: float) -> Dataset:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -119,14 +190,16 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8
             "lljax.data.mnist1d needs the optional 'mnist1d' package: pip install 'lljax[data]'"
         ) from e
     args = get_dataset_args()
-    args.seed = int(seed)
-    args.num_samples = int(num_samples)
-    args.train_split = float(train_split)
-    state = np.random.get_state()
+    args.seed = seed
+    args.num_samples = num_samples
+    args.train_split = train_split
+    # The generator draws from NumPy's global RNG: save and restore it so that calling
+    # mnist1d() has no side effect on user code that seeds np.random.
+    state = np.random.get_state()  # noqa: NPY002
     try:
         d = make_dataset(args)
     finally:
-        np.random.set_state(state)
+        np.random.set_state(state)  # noqa: NPY002
     return Dataset(
         x_train=jnp.asarray(d["x"], jnp.float32),
         y_train=jnp.asarray(d["y"], jnp.int32),
@@ -146,7 +219,27 @@ def gaussian_mixture(
     dim: int = 2,
     separation: float = 3.0,
 ) -> Dataset:
-    """Isotropic unit-variance Gaussian classes with means at distance ``separation``-ish."""
+    """Isotropic unit-variance Gaussian classes around random class means.
+
+    Class means are drawn once as ``separation / √2 · N(0, I_dim)``, so two means are on
+    average ``separation · √dim`` apart in root-mean-square distance; labels are uniform.
+
+    Args:
+      key: PRNG key (or an int seed); the same key gives the same dataset.
+      num_train, num_test: split sizes.
+      num_classes: number of Gaussian components (≥ 2).
+      dim: input dimension.
+      separation: scale of the class means relative to the unit within-class noise.
+
+    Raises:
+      ValueError: on non-positive sizes or fewer than two classes.
+    """
+    key = _as_key(key)
+    num_train = _positive_int(num_train, "num_train")
+    num_test = _positive_int(num_test, "num_test")
+    dim = _positive_int(dim, "dim")
+    if _positive_int(num_classes, "num_classes") < 2:
+        raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
     k_mu, k_tr, k_te = jr.split(key, 3)
     means = separation / np.sqrt(2) * jr.normal(k_mu, (num_classes, dim))
 
@@ -173,7 +266,28 @@ def linear_regression(
     """y = W* x + noise with x ~ N(0, I); ``rank`` makes W* low-rank (reduced-rank regression).
 
     The true matrix is stored nowhere else: recover it by least squares if needed.
+
+    Args:
+      key: PRNG key (or an int seed); the same key gives the same dataset.
+      num_train, num_test: split sizes.
+      dim, out_dim: input and output dimensions; targets have shape ``(n, out_dim)``.
+      noise: standard deviation of the Gaussian target noise.
+      rank: rank of W* (``None`` for a dense full-rank matrix).
+
+    Raises:
+      ValueError: on non-positive sizes, negative noise or a rank above ``min(dim, out_dim)``.
     """
+    key = _as_key(key)
+    num_train = _positive_int(num_train, "num_train")
+    num_test = _positive_int(num_test, "num_test")
+    dim = _positive_int(dim, "dim")
+    out_dim = _positive_int(out_dim, "out_dim")
+    if noise < 0:
+        raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
+    if rank is not None and not 1 <= _positive_int(rank, "rank") <= min(dim, out_dim):
+        raise ValueError(
+            f"rank: expected 1 <= rank <= min(dim, out_dim)={min(dim, out_dim)}, got {rank}"
+        )
     kw, ku, kx, kn = jr.split(key, 4)
     if rank is None:
         w = jr.normal(kw, (dim, out_dim)) / np.sqrt(dim)
@@ -182,7 +296,9 @@ def linear_regression(
     n = num_train + num_test
     x = jr.normal(kx, (n, dim))
     y = x @ w + noise * jr.normal(kn, (n, out_dim))
-    return Dataset(x[:num_train], y[:num_train], x[num_train:], y[num_train:], name="linear_regression")
+    return Dataset(
+        x[:num_train], y[:num_train], x[num_train:], y[num_train:], name="linear_regression"
+    )
 
 
 def teacher_student(
@@ -200,7 +316,15 @@ def teacher_student(
       teacher: the teacher model; its params are drawn from ``key``.
       noise: std of Gaussian label noise (regression).
       classify: if true, labels are the teacher's argmax (classification).
+
+    Raises:
+      ValueError: on non-positive sizes or negative noise.
     """
+    key = _as_key(key)
+    num_train = _positive_int(num_train, "num_train")
+    num_test = _positive_int(num_test, "num_test")
+    if noise < 0:
+        raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
     kp, kx, kn = jr.split(key, 3)
     params = teacher.init(kp)
     n = num_train + num_test
@@ -212,8 +336,14 @@ def teacher_student(
     else:
         y = out + noise * jr.normal(kn, out.shape)
         nc = 0
-    return Dataset(x[:num_train], y[:num_train], x[num_train:], y[num_train:],
-                   name="teacher_student", num_classes=nc)
+    return Dataset(
+        x[:num_train],
+        y[:num_train],
+        x[num_train:],
+        y[num_train:],
+        name="teacher_student",
+        num_classes=nc,
+    )
 
 
 def modular_arithmetic(
@@ -228,8 +358,25 @@ def modular_arithmetic(
 
     Inputs are token sequences ``[a, b, p]`` (token ``p`` is the "=" sign), so the vocabulary
     has ``p + 1`` tokens. Operations: ``add``, ``sub``, ``mul``, ``div`` (b ≠ 0, via the
-    modular inverse), ``x2_plus_xy_plus_y2``.
+    modular inverse; needs a prime ``p``), ``x2_plus_xy_plus_y2``. The split is a random
+    permutation drawn from ``key`` (or ``seed`` when no key is given).
+
+    Args:
+      p: the modulus (≥ 2).
+      operation: one of the operations above.
+      train_fraction: fraction of all pairs used for training, in (0, 1).
+      key: PRNG key for the split (takes precedence over ``seed``).
+      seed: int seed used when ``key`` is None.
+
+    Raises:
+      ValueError: on an unknown operation, ``p < 2``, ``div`` with a composite ``p``, or a
+        ``train_fraction`` leaving a split empty.
     """
+    p = _positive_int(p, "p")
+    if p < 2:
+        raise ValueError(f"p: expected a modulus >= 2, got {p}")
+    if operation == "div" and any(p % d == 0 for d in range(2, int(p**0.5) + 1)):
+        raise ValueError(f"p: operation 'div' needs a prime modulus (for inverses), got {p}")
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     a, b = a.ravel(), b.ravel()
     if operation == "add":
@@ -250,10 +397,18 @@ def modular_arithmetic(
         )
     if not 0 < train_fraction < 1:
         raise ValueError(f"train_fraction: expected a value in (0, 1), got {train_fraction}")
-    key = jr.key(seed) if key is None else key
+    key = _as_key(seed, "seed") if key is None else _as_key(key)
     perm = np.asarray(jr.permutation(key, len(c)))
     x = np.stack([a, b, np.full_like(a, p)], axis=1)[perm].astype(np.int32)
     y = c[perm].astype(np.int32)
     n_train = int(round(train_fraction * len(y)))
-    return Dataset(jnp.asarray(x[:n_train]), jnp.asarray(y[:n_train]), jnp.asarray(x[n_train:]),
-                   jnp.asarray(y[n_train:]), name=f"modular_{operation}_{p}", num_classes=p)
+    if not 0 < n_train < len(y):
+        raise ValueError(f"train_fraction: {train_fraction} of {len(y)} pairs leaves a split empty")
+    return Dataset(
+        jnp.asarray(x[:n_train]),
+        jnp.asarray(y[:n_train]),
+        jnp.asarray(x[n_train:]),
+        jnp.asarray(y[n_train:]),
+        name=f"modular_{operation}_{p}",
+        num_classes=p,
+    )

@@ -18,6 +18,7 @@ Examples:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -162,22 +163,151 @@ _NAMED: dict[str, Callable[[], InitScheme]] = {
 
 NAMES = tuple(_NAMED) + ("gaussian", "lsuv")
 
+_CALL = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$")
+
 
 def get(scheme: str | InitScheme) -> InitScheme:
     """Returns the :class:`InitScheme` named ``scheme`` (schemes pass through).
 
+    Besides the plain names, the names schemes record round-trip: ``"gaussian(1.5,0.05)"``,
+    ``"orthogonal(2)"`` (gain), ``"fixup(lecun)"``, ``"depth_scaled(he)"``,
+    ``"zero_branch(glorot)"``.
+
     Raises:
       ValueError: for an unknown name, listing the known ones.
+
+    Examples:
+      >>> import lljax as ll
+      >>> s = ll.init.get("gaussian(1.5,0.05)")
+      >>> s.sigma_w2, s.sigma_b2
+      (1.5, 0.05)
+      >>> ll.init.get(s.name) == s
+      False
+      >>> ll.init.get(s.name).name == s.name
+      True
     """
     if isinstance(scheme, InitScheme):
         return scheme
-    if scheme not in _NAMED:
-        raise ValueError(
-            f"init: unknown scheme {scheme!r}; expected one of {sorted(_NAMED)}, "
-            "an InitScheme (e.g. lljax.init.gaussian(sigma_w2, sigma_b2)); "
-            "lsuv is data-dependent: call lljax.init.lsuv(model, params, x) after init."
-        )
-    return _NAMED[scheme]()
+    if isinstance(scheme, str) and scheme in _NAMED:
+        return _NAMED[scheme]()
+    match = _CALL.match(scheme) if isinstance(scheme, str) else None
+    if match is not None:
+        fn, args = match.group(1), [a.strip() for a in match.group(2).split(",") if a.strip()]
+        try:
+            if fn == "gaussian" and len(args) in (1, 2):
+                return gaussian(*(float(a) for a in args))
+            if fn == "orthogonal" and len(args) == 1:
+                return orthogonal(float(args[0]))
+            if fn in ("depth_scaled", "fixup", "zero_branch") and len(args) == 1:
+                return _NAMED[fn](args[0])
+        except ValueError as e:
+            raise ValueError(f"init: cannot parse {scheme!r}: {e}") from None
+    raise ValueError(
+        f"init: unknown scheme {scheme!r}; expected one of {sorted(_NAMED)}, "
+        "'gaussian(sigma_w2,sigma_b2)', an InitScheme (e.g. lljax.init.gaussian(1.5, 0.05)); "
+        "lsuv is data-dependent: call lljax.init.lsuv(model, params, x) after init."
+    )
+
+
+def lsuv(
+    model,
+    params: Params,
+    x: jax.Array,
+    *,
+    tol: float = 1e-2,
+    max_iters: int = 10,
+    orthogonal: bool = False,
+    key: jax.Array | None = None,
+) -> Params:
+    """Layer-sequential unit-variance initialisation (LSUV).
+
+    Walks the Dense/Conv layers in the order the signal reaches them and rescales each
+    kernel, ``W <- W / sqrt(Var(out))``, until the layer's output (pre-activation, bias
+    included; variance over all batch, spatial and unit entries) has variance within ``tol``
+    of 1 on the calibration batch ``x``, or ``max_iters`` rescalings were made. Layers whose
+    output variance is zero (e.g. Fixup's zero layers) are left alone.
+
+    A layer's output is linear in its kernel (``s·xW + b``), and while a layer is being
+    fitted the layers before it are fixed, so the paper's loop of forward passes per layer
+    is done here on that layer's output inside a single forward pass: the cost is one
+    forward pass whatever the depth. Works under ``jit`` and ``vmap`` (over ``params``).
+
+    Args:
+      model: a :class:`~lljax.models.Model` built from a flax module (``model.module``).
+      params: its parameters (any scheme; LSUV only rescales kernels).
+      x: a calibration batch ``(batch, *model.input_shape)``; BatchNorm layers use its
+        statistics.
+      tol: tolerance on ``|Var - 1|``.
+      max_iters: most rescalings per layer (one suffices for bias-free layers).
+      orthogonal: first replace every kernel by an orthogonal one (the paper's step 1).
+      key: PRNG key for the orthogonal pre-initialisation.
+
+    Returns:
+      The rescaled ``params`` (same tree and dtypes).
+
+    Raises:
+      ValueError: for a model without a module, bad ``tol``/``max_iters``, or
+        ``orthogonal=True`` without ``key``.
+
+    References:
+      Mishkin & Matas 2015, arXiv:1511.06422.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> model = ll.models.mlp([8, 32, 32, 4], activation="tanh", init="lecun")
+      >>> x = jax.random.normal(jax.random.key(0), (64, 8))
+      >>> params = ll.init.lsuv(model, model.init(jax.random.key(1)), x)
+      >>> [round(float(o.var()), 2) for o in ll.models.layer_outputs(model, params, x).values()]
+      [1.0, 1.0, 1.0]
+    """
+    from lljax import models as models_lib  # models imports this module
+
+    if getattr(model, "module", None) is None:
+        raise ValueError("model: lsuv needs a Model built from a flax module (model.module)")
+    if not tol > 0:
+        raise ValueError(f"tol: expected a positive float, got {tol!r}")
+    if not isinstance(max_iters, int) or max_iters < 1:
+        raise ValueError(f"max_iters: expected an int >= 1, got {max_iters!r}")
+    if orthogonal:
+        if key is None:
+            raise ValueError("key: orthogonal=True needs a PRNG key for the orthogonal pre-init")
+        params = _orthogonal_kernels(params, key)
+
+    scales = {}
+
+    def on_output(path, layer, out):
+        b = layer.variables["params"].get("bias")
+        b = jnp.zeros((), out.dtype) if b is None else b.astype(out.dtype)
+        b = b.reshape((1,) * (out.ndim - b.ndim) + b.shape)
+        z = out - b  # x @ W: the part of the output the kernel scales
+        if path not in scales:  # a layer called twice keeps its first scale
+            s = jnp.ones((), out.dtype)
+            for _ in range(max_iters):
+                var = jnp.var(s * z + b)
+                done = (jnp.abs(var - 1) < tol) | ~(var > jnp.finfo(out.dtype).tiny)
+                s = jnp.where(done, s, s * jax.lax.rsqrt(jnp.where(done, 1, var)))
+            scales[path] = s
+        return scales[path] * z + b
+
+    models_lib.capture_layers(model.module, {"params": params}, x, on_output)
+
+    def rescale(path, leaf):
+        names = tuple(getattr(p, "key", None) for p in path)
+        if names[-1] == "kernel" and names[:-1] in scales:
+            return leaf * scales[names[:-1]].astype(leaf.dtype)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(rescale, params)
+
+
+def _orthogonal_kernels(params: Params, key: jax.Array) -> Params:
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = jr.split(key, len(leaves))
+    new = []
+    for (path, leaf), k in zip(leaves, keys, strict=True):
+        name = getattr(path[-1], "key", None)
+        new.append(_orthogonal(1.0)(k, leaf.shape, leaf.dtype) if name == "kernel" else leaf)
+    return jax.tree_util.tree_unflatten(treedef, new)
 
 
 Params = Any

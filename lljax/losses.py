@@ -23,28 +23,72 @@ LossFn = Callable[[Any, Batch], jax.Array]
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Per-example cross-entropy, stable in float32 and float64.
+    """Per-example cross-entropy ``-log softmax(logits)[label]``, stable in float32 and float64.
+
+    Computed from ``log_softmax`` (max-shifted), so logits of any magnitude give finite
+    losses; the result has the dtype of ``logits``.
 
     Args:
       logits: ``(..., classes)``.
-      labels: integer class indices ``(...)`` or probabilities ``(..., classes)``.
+      labels: integer class indices ``(...)`` or probabilities / one-hot ``(..., classes)``.
+
+    Returns:
+      Losses of shape ``logits.shape[:-1]``.
+
+    Raises:
+      ValueError: if the label shape matches neither form.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> softmax_cross_entropy(jnp.array([[0.0, 1e4]]), jnp.array([1]))
+      Array([0.], dtype=float32)
     """
     logp = jax.nn.log_softmax(logits, axis=-1)
     if jnp.issubdtype(labels.dtype, jnp.integer):
+        if labels.shape != logits.shape[:-1]:
+            raise ValueError(
+                f"labels: integer labels must have shape {logits.shape[:-1]} (logits without "
+                f"the class axis), got {labels.shape}"
+            )
         return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return -jnp.sum(labels * logp, axis=-1)
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels: probability labels must have the logits' shape {logits.shape}, "
+            f"got {labels.shape}"
+        )
+    # Zero-probability classes contribute 0 even where log p = -inf (0 * -inf would be NaN).
+    return -jnp.sum(jnp.where(labels == 0, 0.0, labels * logp), axis=-1)
 
 
 def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
-    """Per-example ½‖f(x) − y‖² summed over output dimensions."""
-    if outputs.shape != targets.shape and outputs.shape[:-1] == targets.shape:
-        targets = targets[..., None]
+    """Per-example ½‖f(x) − y‖² summed over output dimensions.
+
+    Args:
+      outputs: ``(batch, ...)``.
+      targets: the same shape, or ``(batch,)`` when ``outputs`` is ``(batch, 1)``.
+
+    Returns:
+      Losses of shape ``(batch,)``.
+
+    Raises:
+      ValueError: if the shapes do not match.
+    """
+    if outputs.shape != targets.shape:
+        if outputs.shape[-1:] == (1,) and outputs.shape[:-1] == targets.shape:
+            targets = targets[..., None]
+        else:
+            raise ValueError(
+                f"targets: expected shape {outputs.shape} (the outputs'), got {targets.shape}"
+            )
     return 0.5 * jnp.sum(jnp.square(outputs - targets).reshape(outputs.shape[0], -1), axis=-1)
 
 
 def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of examples whose argmax logit is the label (integer or one-hot labels)."""
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         labels = jnp.argmax(labels, -1)
+    if labels.shape != logits.shape[:-1]:
+        raise ValueError(f"labels: expected shape {logits.shape[:-1]}, got {labels.shape}")
     return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 

@@ -4,11 +4,17 @@ A :class:`Model` is ``Model(init, apply)``: ``params = model.init(key)`` returns
 ``out = model.apply(params, x)`` is a pure function of it. Layers are written with
 ``flax.linen``; the pair hides the module so ``jax.vmap(model.init)(keys)`` is a population.
 
+Builders: :func:`mlp`, :func:`resmlp`, :func:`cnn`, :func:`transformer`, :func:`deep_linear`;
+any ``flax.linen`` module becomes a :class:`Model` through :func:`wrap`. Every builder takes
+``dtype`` (float32, or float64 with ``jax_enable_x64``) and an initialisation scheme from
+:mod:`lljax.init` (``init="he"``).
+
 Normalisation is pure. ``LayerNorm`` has no state. ``BatchNorm`` normalises with the
 statistics of the batch it is given (``apply(params, x)``); population statistics are
 computed explicitly (``stats = model.stats(params, x_all)``) and passed back
 (``apply(params, x, stats=stats)``). There is no hidden running average: Hessian spectra
-differ between the two modes, so the mode is always an argument.
+differ between the two modes (with batch statistics every example's output depends on the
+whole batch, which couples examples in the loss), so the mode is always an argument.
 
 Examples:
   >>> import jax, lljax as ll
@@ -23,6 +29,7 @@ Examples:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -47,7 +54,8 @@ class Model(NamedTuple):
       input_shape: shape of one example (without the batch axis).
       name: a short description, recorded in results.
       module: the underlying ``flax.linen`` module (``None`` for hand-written models);
-        used by tools that read intermediate activations.
+        used by tools that read intermediate activations (:func:`layer_outputs`,
+        :func:`lljax.init.lsuv`).
     """
 
     init: Callable[..., Params]
@@ -73,7 +81,11 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def activation(name: str | Callable) -> Callable[[jax.Array], jax.Array]:
-    """Returns the activation function called ``name`` (callables pass through)."""
+    """Returns the activation function called ``name`` (callables pass through).
+
+    Raises:
+      ValueError: for a name not in :data:`ACTIVATIONS`.
+    """
     if callable(name):
         return name
     if name not in ACTIVATIONS:
@@ -81,12 +93,15 @@ def activation(name: str | Callable) -> Callable[[jax.Array], jax.Array]:
     return ACTIVATIONS[name]
 
 
+_get_activation = activation  # builders take an argument named ``activation``
+
+
 class BatchNorm(nn.Module):
     """Pure batch normalisation over all axes but the last.
 
     With ``stats`` in the ``"stats"`` collection (passed by :func:`wrap`), normalises by
-    them; otherwise by the statistics of the batch it is given, which it also sows into
-    ``"batch_stats"`` so :attr:`Model.stats` can read them.
+    them; otherwise by the statistics of the batch it is given (biased variance), which it
+    also sows into ``"batch_stats"`` so :attr:`Model.stats` can read them.
     """
 
     epsilon: float = 1e-5
@@ -97,27 +112,42 @@ class BatchNorm(nn.Module):
     def __call__(self, x):
         axes = tuple(range(x.ndim - 1))
         if self.has_variable("stats", "mean"):
-            mean = self.get_variable("stats", "mean")
-            var = self.get_variable("stats", "var")
+            mean = self.get_variable("stats", "mean").astype(x.dtype)
+            var = self.get_variable("stats", "var").astype(x.dtype)
         else:
             mean = jnp.mean(x, axes)
-            var = jnp.mean(jnp.square(x - mean), axes)
+            var = jnp.mean(jnp.square(x - _expand(mean, x.ndim)), axes)
             self.sow("batch_stats", "mean", mean, reduce_fn=lambda a, b: b)
             self.sow("batch_stats", "var", var, reduce_fn=lambda a, b: b)
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        y = (x - _expand(mean, x.ndim)) * _expand(jax.lax.rsqrt(var + self.epsilon), x.ndim)
         if self.use_scale:
-            y = y * self.param("scale", nn.initializers.ones, (x.shape[-1],), x.dtype)
+            scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), x.dtype)
+            y = y * _expand(scale, x.ndim)
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (x.shape[-1],), x.dtype)
+            bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), x.dtype)
+            y = y + _expand(bias, x.ndim)
         return y
 
 
-def norm_layer(norm: str | None) -> Callable[[], nn.Module] | None:
-    """``None``, ``"layer"`` or ``"batch"`` -> a module factory (or None)."""
+def _expand(v, ndim):
+    # Explicit broadcasting of a per-feature vector (the tests raise on rank promotion).
+    return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
+NORMS = (None, "layer", "batch")
+
+
+def norm_layer(norm: str | None) -> Callable[..., nn.Module] | None:
+    """``None``, ``"layer"`` or ``"batch"`` -> a module factory (or None).
+
+    Raises:
+      ValueError: for any other value.
+    """
     if norm is None or norm == "none":
         return None
     if norm == "layer":
-        return lambda: nn.LayerNorm(epsilon=1e-5)
+        # Two-pass variance: E[x²] - E[x]² loses precision that curvature work needs.
+        return lambda **kw: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, **kw)
     if norm == "batch":
         return BatchNorm
     raise ValueError(f"norm: expected None, 'layer' or 'batch', got {norm!r}")
@@ -128,18 +158,34 @@ def wrap(
     input_shape: Sequence[int],
     *,
     dtype=jnp.float32,
+    input_dtype=None,
     name: str = "model",
 ) -> Model:
     """Turns a flax.linen module into a :class:`Model`.
 
     ``init`` traces the module on a dummy batch of two examples of ``input_shape`` (two, so
-    BatchNorm statistics are defined) in ``dtype``; ``params`` is the ``"params"``
-    collection alone.
+    BatchNorm statistics are defined); ``params`` is the ``"params"`` collection alone, cast
+    to ``dtype``.
+
+    Args:
+      module: a ``flax.linen`` module taking a batch ``(batch, *input_shape)``.
+      input_shape: shape of one example.
+      dtype: parameter dtype.
+      input_dtype: dtype of the dummy input (default ``dtype``; integer for token models).
+      name: recorded in results.
+
+    Examples:
+      >>> import jax, flax.linen as nn, lljax as ll
+      >>> model = ll.models.wrap(nn.Dense(3), (5,))
+      >>> model.apply(model.init(jax.random.key(0)), jax.numpy.ones((2, 5))).shape
+      (2, 3)
     """
     input_shape = tuple(int(s) for s in input_shape)
+    dtype = jnp.dtype(dtype)
+    input_dtype = dtype if input_dtype is None else jnp.dtype(input_dtype)
 
     def init_fn(key):
-        x = jnp.zeros((2, *input_shape), dtype)
+        x = jnp.zeros((2, *input_shape), input_dtype)
         variables = module.init(key, x)
         return jax.tree.map(lambda p: p.astype(dtype), variables["params"])
 
@@ -152,9 +198,116 @@ def wrap(
 
     def stats_fn(params, x):
         _, state = module.apply({"params": params}, x, mutable=["batch_stats"])
-        return jax.tree.map(lambda v: v, state.get("batch_stats", {}))
+        return jax.tree.map(lambda v: v, dict(state.get("batch_stats", {})))
 
     return Model(init_fn, apply_fn, stats_fn, input_shape, name, module)
+
+
+_KERNEL_LAYERS = (nn.Dense, nn.Conv)
+
+
+def capture_layers(module: nn.Module, variables, x, on_output=None):
+    """Runs ``module`` recording every Dense/Conv output in call order.
+
+    Args:
+      module: a ``flax.linen`` module.
+      variables: its variables (``{"params": ..., "stats": ...}``).
+      x: a batch.
+      on_output: optional ``on_output(path, layer, output) -> output``: may replace a layer's
+        output before the rest of the network sees it (how :func:`lljax.init.lsuv` rescales
+        layers in a single forward pass).
+
+    Returns:
+      ``(outputs, layers)``: the model output and a list of ``(path, output)`` with ``path``
+      the tuple of module names (the layer's parameters live at ``params[path]``).
+    """
+    layers = []
+
+    def interceptor(next_fn, args, kwargs, context):
+        out = next_fn(*args, **kwargs)
+        mod = context.module
+        if context.method_name == "__call__" and isinstance(mod, _KERNEL_LAYERS):
+            path = tuple(mod.path)
+            if on_output is not None:
+                out = on_output(path, mod, out)
+            layers.append((path, out))
+        return out
+
+    with nn.intercept_methods(interceptor):
+        out, _ = module.apply(variables, x, mutable=["batch_stats"])
+    return out, layers
+
+
+def layer_outputs(model: Model, params: Params, x: jax.Array, *, stats=None) -> dict:
+    """Pre-activation outputs of every Dense/Conv layer of ``model`` on the batch ``x``.
+
+    Args:
+      model: a :class:`Model` built from a flax module (``model.module`` set).
+      params: its parameters.
+      x: a batch ``(batch, *model.input_shape)``.
+      stats: optional BatchNorm population statistics.
+
+    Returns:
+      A dict ``"path/to/layer" -> output`` in call order (the order signal flows through).
+
+    Raises:
+      ValueError: when the model has no flax module.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model = ll.models.mlp([4, 8, 2])
+      >>> params = model.init(jax.random.key(0))
+      >>> outs = ll.models.layer_outputs(model, params, jax.numpy.ones((3, 4)))
+      >>> {k: v.shape for k, v in outs.items()}
+      {'Dense_0': (3, 8), 'Dense_1': (3, 2)}
+    """
+    if model.module is None:
+        raise ValueError("model: layer_outputs needs a Model built from a flax module")
+    variables = {"params": params}
+    if stats:
+        variables["stats"] = stats
+    _, layers = capture_layers(model.module, variables, x)
+    return {"/".join(path): out for path, out in layers}
+
+
+def _check_widths(name: str, widths, min_len: int = 1) -> tuple[int, ...]:
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        raise ValueError(f"{name}: expected a sequence of positive ints, got {widths!r}") from None
+    if len(widths) < min_len or not all(
+        isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+    ):
+        raise ValueError(
+            f"{name}: expected a sequence of at least {min_len} positive ints, got {widths!r}"
+        )
+    return widths
+
+
+def _check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_dtype(dtype):
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype: expected a floating dtype (float32/float64), got {dtype}")
+    return dtype
+
+
+def _scaled(initializer, factor: float):
+    return lambda key, shape, dtype=jnp.float32: factor * initializer(key, shape, dtype)
+
+
+def _zeros(key, shape, dtype=jnp.float32):
+    del key
+    return jnp.zeros(shape, dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# MLP
 
 
 class MLP(nn.Module):
@@ -206,9 +359,722 @@ def mlp(
 
     Returns:
       A :class:`Model` whose params are ``{"Dense_i": {"kernel", "bias"}, ...}``.
+
+    Raises:
+      ValueError: for bad widths, an unknown activation, norm or scheme.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model = ll.models.mlp([4, 8, 3], activation="tanh", norm="layer")
+      >>> model.apply(model.init(jax.random.key(0)), jax.numpy.ones((2, 4))).shape
+      (2, 3)
     """
-    if len(widths) < 2:
-        raise ValueError(f"widths: need at least input and output widths, got {widths!r}")
+    widths = _check_widths("widths", widths, min_len=2)
+    _get_activation(activation)
+    norm_layer(norm)
     scheme = init_lib.get(init)
-    module = MLP(tuple(widths), activation, scheme, norm, bias)
-    return wrap(module, (widths[0],), dtype=dtype, name=f"mlp{list(widths)}")
+    module = MLP(widths, activation, scheme, norm, bias)
+    return wrap(module, (widths[0],), dtype=_check_dtype(dtype), name=f"mlp{list(widths)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual MLP
+
+
+class ResidualBlock(nn.Module):
+    """One residual block ``h -> h + α · branch(h)`` (pre-norm) or ``norm(h + α · branch(h))``."""
+
+    width: int
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    branch_scale: float | str
+    norm: str | None
+    norm_position: str
+    branch_layers: int
+    bias: bool
+    fixup_depth: int = 0  # number of blocks L when the Fixup rule applies, else 0
+
+    @nn.compact
+    def __call__(self, h):
+        act = activation(self.activation)
+        make_norm = norm_layer(self.norm)
+        m = self.branch_layers
+        kernel_init = self.scheme.kernel
+        if self.fixup_depth and m > 1:
+            kernel_init = _scaled(kernel_init, self.fixup_depth ** (-1.0 / (2 * m - 2)))
+        z = h
+        if self.norm_position == "pre" and make_norm is not None:
+            z = make_norm()(z)
+        for j in range(m):
+            last = j == m - 1
+            z = nn.Dense(
+                self.width,
+                use_bias=self.bias,
+                kernel_init=_zeros if (last and self.fixup_depth) else kernel_init,
+                bias_init=self.scheme.bias,
+                param_dtype=h.dtype,
+            )(z)
+            if not last:
+                z = act(z)
+        if self.branch_scale == "learnable":
+            alpha = self.param("branch_scale", nn.initializers.zeros, (), h.dtype)
+            z = alpha.astype(z.dtype) * z
+        elif self.branch_scale != 1.0:
+            z = self.branch_scale * z
+        h = h + z
+        if self.norm_position == "post" and make_norm is not None:
+            h = make_norm()(h)
+        return h
+
+
+class ResMLP(nn.Module):
+    width: int
+    depth: int
+    out_dim: int
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    branch_scale: float | str
+    norm: str | None
+    norm_position: str
+    branch_layers: int
+    bias: bool
+
+    @nn.compact
+    def __call__(self, x):
+        fixup = self.scheme.residual == "fixup"
+        x = x.reshape((x.shape[0], -1))
+        h = nn.Dense(
+            self.width,
+            use_bias=self.bias,
+            kernel_init=self.scheme.kernel,
+            bias_init=self.scheme.bias,
+            param_dtype=x.dtype,
+            name="embed",
+        )(x)
+        for i in range(self.depth):
+            h = ResidualBlock(
+                self.width,
+                self.activation,
+                self.scheme,
+                self.branch_scale,
+                self.norm,
+                self.norm_position,
+                self.branch_layers,
+                self.bias,
+                fixup_depth=self.depth if fixup else 0,
+                name=f"block_{i}",
+            )(h)
+        make_norm = norm_layer(self.norm)
+        if self.norm_position == "pre" and make_norm is not None:
+            h = make_norm(name="norm_out")(h)
+        return nn.Dense(
+            self.out_dim,
+            use_bias=self.bias,
+            kernel_init=_zeros if fixup else self.scheme.kernel,
+            bias_init=_zeros if fixup else self.scheme.bias,
+            param_dtype=h.dtype,
+            name="head",
+        )(h)
+
+
+BRANCH_SCALES = (1.0, "1/sqrt(depth)", "learnable")
+
+
+def resmlp(
+    width: int,
+    depth: int,
+    *,
+    in_dim: int,
+    out_dim: int,
+    activation: str | Callable = "relu",
+    init: str | init_lib.InitScheme = "he",
+    branch_scale: float | str | None = None,
+    norm: str | None = None,
+    norm_position: str = "pre",
+    branch_layers: int = 2,
+    bias: bool = True,
+    dtype=jnp.float32,
+) -> Model:
+    """A residual MLP: ``embed -> depth × residual block -> [norm] -> head``.
+
+    A block maps ``h`` to ``h + α · branch(h)`` with ``branch`` made of ``branch_layers``
+    Dense layers (activation between them, none after the last). With ``norm_position="pre"``
+    the branch sees ``norm(h)`` and a final norm precedes the head (pre-LN / pre-activation
+    ResNet); with ``"post"`` the block output is ``norm(h + α · branch(h))`` (original
+    Transformer). With ``norm=None`` the two coincide.
+
+    The init scheme's residual rule is honoured: ``depth_scaled`` sets α = 1/√depth,
+    ``zero_branch`` makes α a learnable scalar starting at 0 (so at init the net is
+    ``head(norm(embed(x)))``), ``fixup`` scales the non-final branch layers by
+    ``depth^(-1/(2m-2))`` (m = ``branch_layers``) and zeros each branch's last layer and the
+    head.
+
+    Args:
+      width: hidden width.
+      depth: number of residual blocks L (>= 1).
+      in_dim: input dimension (inputs are flattened).
+      out_dim: output dimension.
+      activation: a name from :data:`ACTIVATIONS` or a callable.
+      init: scheme name or :class:`~lljax.init.InitScheme`.
+      branch_scale: α: a float, ``"1/sqrt(depth)"`` or ``"learnable"`` (SkipInit/ReZero:
+        a scalar parameter ``block_i/branch_scale`` starting at 0). ``None`` (default):
+        from the scheme's residual rule, else 1.
+      norm: ``None``, ``"layer"`` or ``"batch"``.
+      norm_position: ``"pre"`` or ``"post"``.
+      branch_layers: Dense layers per branch (m >= 1).
+      bias: whether Dense layers have biases.
+      dtype: float32 or float64.
+
+    Returns:
+      A :class:`Model` with params ``{"embed", "block_i": {"Dense_j", ...}, "head", ...}``.
+
+    Raises:
+      ValueError: for bad sizes, an unknown activation/norm/norm_position/branch_scale, or a
+        ``branch_scale`` that contradicts the scheme's residual rule.
+
+    References:
+      He et al. 2016, arXiv:1603.05027 (pre-activation); Zhang et al. 2019, arXiv:1901.09321
+      (Fixup); De & Smith 2020, arXiv:2002.10444 (SkipInit); Bachlechner et al. 2020,
+      arXiv:2003.04887 (ReZero).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model = ll.models.resmlp(16, 3, in_dim=4, out_dim=2, init="zero_branch")
+      >>> params = model.init(jax.random.key(0))
+      >>> float(params["block_0"]["branch_scale"])
+      0.0
+      >>> model.apply(params, jax.numpy.ones((5, 4))).shape
+      (5, 2)
+    """
+    _check_positive_int("width", width)
+    _check_positive_int("depth", depth)
+    _check_positive_int("in_dim", in_dim)
+    _check_positive_int("out_dim", out_dim)
+    _check_positive_int("branch_layers", branch_layers)
+    _get_activation(activation)
+    norm_layer(norm)
+    if norm_position not in ("pre", "post"):
+        raise ValueError(f"norm_position: expected 'pre' or 'post', got {norm_position!r}")
+    scheme = init_lib.get(init)
+    rule_scale = {"depth_scaled": "1/sqrt(depth)", "zero_branch": "learnable"}.get(scheme.residual)
+    if branch_scale is None:
+        branch_scale = rule_scale or 1.0
+    elif rule_scale is not None and branch_scale != rule_scale:
+        raise ValueError(
+            f"branch_scale: {branch_scale!r} contradicts init scheme {scheme.name!r}, "
+            f"which sets {rule_scale!r}; pass branch_scale=None"
+        )
+    if isinstance(branch_scale, str):
+        if branch_scale not in ("1/sqrt(depth)", "learnable"):
+            raise ValueError(
+                "branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', "
+                f"got {branch_scale!r}"
+            )
+        alpha = 1.0 / math.sqrt(depth) if branch_scale == "1/sqrt(depth)" else branch_scale
+    elif isinstance(branch_scale, (int, float)) and not isinstance(branch_scale, bool):
+        alpha = float(branch_scale)
+    else:
+        raise ValueError(
+            f"branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', got {branch_scale!r}"
+        )
+    module = ResMLP(
+        width, depth, out_dim, activation, scheme, alpha, norm, norm_position, branch_layers, bias
+    )
+    return wrap(
+        module,
+        (in_dim,),
+        dtype=_check_dtype(dtype),
+        name=f"resmlp(width={width},depth={depth},{scheme.name})",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CNN
+
+
+class CNN(nn.Module):
+    spatial_shape: tuple[int, ...]
+    in_channels: int
+    channels: tuple[int, ...]
+    kernel_size: tuple[int, ...]
+    strides: tuple[int, ...]
+    padding: Any
+    pool: str | None
+    pool_size: int
+    global_pool: bool
+    hidden: tuple[int, ...]
+    num_classes: int
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    norm: str | None
+    bias: bool
+
+    @nn.compact
+    def __call__(self, x):
+        act = activation(self.activation)
+        make_norm = norm_layer(self.norm)
+        d = len(self.spatial_shape)
+        x = x.reshape((x.shape[0], *self.spatial_shape, self.in_channels))
+        for c, k, s in zip(self.channels, self.kernel_size, self.strides, strict=True):
+            x = nn.Conv(
+                c,
+                (k,) * d,
+                strides=(s,) * d,
+                padding=self.padding,
+                use_bias=self.bias,
+                kernel_init=self.scheme.kernel,
+                bias_init=self.scheme.bias,
+                param_dtype=x.dtype,
+            )(x)
+            if make_norm is not None:
+                x = make_norm()(x)
+            x = act(x)
+            if self.pool == "max":
+                x = nn.max_pool(x, (self.pool_size,) * d, strides=(self.pool_size,) * d)
+            elif self.pool == "avg":
+                x = nn.avg_pool(x, (self.pool_size,) * d, strides=(self.pool_size,) * d)
+        if self.global_pool:
+            x = jnp.mean(x, axis=tuple(range(1, d + 1)))
+        else:
+            x = x.reshape((x.shape[0], -1))
+        for width in self.hidden:
+            x = nn.Dense(
+                width,
+                use_bias=self.bias,
+                kernel_init=self.scheme.kernel,
+                bias_init=self.scheme.bias,
+                param_dtype=x.dtype,
+            )(x)
+            x = act(x)
+        return nn.Dense(
+            self.num_classes,
+            use_bias=self.bias,
+            kernel_init=self.scheme.kernel,
+            bias_init=self.scheme.bias,
+            param_dtype=x.dtype,
+        )(x)
+
+
+def _per_layer(name: str, value, n: int) -> tuple[int, ...]:
+    values = (value,) * n if isinstance(value, int) else value
+    values = _check_widths(name, values)
+    if len(values) != n:
+        raise ValueError(f"{name}: expected an int or {n} ints (one per conv layer), got {value!r}")
+    return values
+
+
+def cnn(
+    input_shape: Sequence[int] = (40,),
+    num_classes: int = 10,
+    *,
+    channels: Sequence[int] = (25, 25, 25),
+    kernel_size: int | Sequence[int] = (5, 3, 3),
+    strides: int | Sequence[int] = 2,
+    padding: int | str = 1,
+    pool: str | None = None,
+    pool_size: int = 2,
+    global_pool: bool = False,
+    hidden: Sequence[int] = (),
+    spatial_dims: int | None = None,
+    activation: str | Callable = "relu",
+    init: str | init_lib.InitScheme = "he",
+    norm: str | None = None,
+    bias: bool = True,
+    dtype=jnp.float32,
+) -> Model:
+    """A small convolutional net for 1-D signals and 2-D images.
+
+    Each conv layer is ``Conv -> [norm] -> activation -> [pool]``; the features are then
+    flattened (or globally averaged), passed through optional hidden Dense layers and a
+    linear classifier. The defaults are the MNIST-1D paper's CNN baseline: three 1-D conv
+    layers with 25 channels, kernels 5, 3, 3, stride 2, padding 1, ReLU, then a linear layer
+    on the 5 × 25 = 125 flattened features.
+
+    Input shapes: ``(L,)`` is a 1-D signal with one channel (MNIST-1D ``(batch, 40)`` is read
+    as ``(batch, 40, 1)``), ``(L, C)`` a 1-D signal with C channels, ``(H, W, C)`` an image;
+    ``spatial_dims=2`` reads ``(H, W)`` as a one-channel image.
+
+    Args:
+      input_shape: shape of one example (see above).
+      num_classes: outputs of the classifier.
+      channels: output channels of each conv layer.
+      kernel_size: an int or one per conv layer (the window is that size along every
+        spatial axis).
+      strides: an int or one per conv layer.
+      padding: an int (symmetric zero padding), ``"SAME"`` or ``"VALID"``.
+      pool: ``None``, ``"max"`` or ``"avg"`` pooling after each conv layer.
+      pool_size: pooling window and stride.
+      global_pool: average over space instead of flattening.
+      hidden: widths of Dense layers between the features and the classifier.
+      spatial_dims: 1 or 2; ``None`` infers it from ``input_shape``.
+      activation: a name from :data:`ACTIVATIONS` or a callable.
+      init: scheme name or :class:`~lljax.init.InitScheme`.
+      norm: ``None``, ``"layer"`` or ``"batch"`` after each conv (BatchNorm normalises each
+        channel over batch and space).
+      bias: whether layers have biases.
+      dtype: float32 or float64.
+
+    Returns:
+      A :class:`Model` with params ``{"Conv_i": ..., "Dense_j": ...}``.
+
+    Raises:
+      ValueError: for bad shapes or sizes, an unknown pool, norm or activation.
+
+    References:
+      Greydanus & Kobak 2020, arXiv:2011.14439 (MNIST-1D and its CNN baseline).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model = ll.models.cnn()  # MNIST-1D baseline
+      >>> params = model.init(jax.random.key(0))
+      >>> params["Dense_0"]["kernel"].shape
+      (125, 10)
+      >>> image_net = ll.models.cnn((8, 8, 3), 5, channels=(4,), kernel_size=3, pool="max")
+      >>> image_net.apply(image_net.init(jax.random.key(0)), jax.numpy.ones((2, 8, 8, 3))).shape
+      (2, 5)
+    """
+    input_shape = _check_widths("input_shape", input_shape)
+    _check_positive_int("num_classes", num_classes)
+    channels = _check_widths("channels", channels)
+    n = len(channels)
+    kernel_size = _per_layer("kernel_size", kernel_size, n)
+    strides = _per_layer("strides", strides, n)
+    hidden = _check_widths("hidden", hidden, min_len=0)
+    _check_positive_int("pool_size", pool_size)
+    if pool not in (None, "max", "avg"):
+        raise ValueError(f"pool: expected None, 'max' or 'avg', got {pool!r}")
+    if isinstance(padding, str):
+        if padding.upper() not in ("SAME", "VALID"):
+            raise ValueError(f"padding: expected an int, 'SAME' or 'VALID', got {padding!r}")
+        padding = padding.upper()
+    else:
+        _check_positive_int("padding", padding, minimum=0)
+    if spatial_dims is None:
+        spatial_dims = 2 if len(input_shape) == 3 else 1
+    if spatial_dims not in (1, 2):
+        raise ValueError(f"spatial_dims: expected 1, 2 or None, got {spatial_dims!r}")
+    if len(input_shape) == spatial_dims:
+        spatial, in_channels = input_shape, 1
+    elif len(input_shape) == spatial_dims + 1:
+        spatial, in_channels = input_shape[:-1], input_shape[-1]
+    else:
+        raise ValueError(
+            f"input_shape: expected (L,), (L, C) or (H, W, C) for {spatial_dims}-D convolutions, "
+            f"got {input_shape!r}"
+        )
+    _get_activation(activation)
+    norm_layer(norm)
+    scheme = init_lib.get(init)
+    module = CNN(
+        tuple(spatial),
+        int(in_channels),
+        channels,
+        kernel_size,
+        strides,
+        padding,
+        pool,
+        pool_size,
+        global_pool,
+        hidden,
+        num_classes,
+        activation,
+        scheme,
+        norm,
+        bias,
+    )
+    return wrap(
+        module, input_shape, dtype=_check_dtype(dtype), name=f"cnn{spatial_dims}d{list(channels)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Transformer
+
+
+def _softmax(logits, axis=-1):
+    # Plain jnp ops: differentiable any number of times (Hessian-vector products).
+    z = logits - jax.lax.stop_gradient(jnp.max(logits, axis=axis, keepdims=True))
+    e = jnp.exp(z)
+    return e / jnp.sum(e, axis=axis, keepdims=True)
+
+
+class CausalSelfAttention(nn.Module):
+    width: int
+    num_heads: int
+    scheme: init_lib.InitScheme
+    bias: bool
+
+    @nn.compact
+    def __call__(self, h):
+        b, t, _ = h.shape
+        dh = self.width // self.num_heads
+
+        def dense(name):
+            return nn.Dense(
+                self.width,
+                use_bias=self.bias,
+                kernel_init=self.scheme.kernel,
+                bias_init=self.scheme.bias,
+                param_dtype=h.dtype,
+                name=name,
+            )
+
+        q = dense("query")(h).reshape((b, t, self.num_heads, dh))
+        k = dense("key")(h).reshape((b, t, self.num_heads, dh))
+        v = dense("value")(h).reshape((b, t, self.num_heads, dh))
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.asarray(dh, h.dtype))
+        causal = jnp.tril(jnp.ones((t, t), bool)).reshape((1, 1, t, t))
+        logits = jnp.where(causal, logits, jnp.finfo(logits.dtype).min)
+        weights = _softmax(logits, axis=-1)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape((b, t, self.width))
+        return dense("out")(out)
+
+
+class TransformerBlock(nn.Module):
+    width: int
+    num_heads: int
+    mlp_width: int
+    layer_norm: bool
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    bias: bool
+
+    @nn.compact
+    def __call__(self, h):
+        make_norm = norm_layer("layer") if self.layer_norm else (lambda **kw: lambda z: z)
+        h = h + CausalSelfAttention(self.width, self.num_heads, self.scheme, self.bias)(
+            make_norm()(h)
+        )
+        z = make_norm()(h)
+        z = nn.Dense(
+            self.mlp_width,
+            use_bias=self.bias,
+            kernel_init=self.scheme.kernel,
+            bias_init=self.scheme.bias,
+            param_dtype=h.dtype,
+            name="mlp_in",
+        )(z)
+        z = activation(self.activation)(z)
+        z = nn.Dense(
+            self.width,
+            use_bias=self.bias,
+            kernel_init=self.scheme.kernel,
+            bias_init=self.scheme.bias,
+            param_dtype=h.dtype,
+            name="mlp_out",
+        )(z)
+        return h + z
+
+
+class Transformer(nn.Module):
+    vocab_size: int
+    seq_len: int
+    num_layers: int
+    width: int
+    num_heads: int
+    mlp_width: int
+    layer_norm: bool
+    num_classes: int
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    bias: bool
+    readout: str
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, tokens):
+        std = 1.0 / math.sqrt(self.width)
+        embed = self.param(
+            "embed", nn.initializers.normal(std), (self.vocab_size, self.width), self.dtype
+        )
+        pos = self.param(
+            "pos_embed", nn.initializers.normal(std), (self.seq_len, self.width), self.dtype
+        )
+        tokens = tokens.astype(jnp.int32)
+        h = jnp.take(embed, tokens, axis=0) + pos.reshape((1, self.seq_len, self.width))
+        for i in range(self.num_layers):
+            h = TransformerBlock(
+                self.width,
+                self.num_heads,
+                self.mlp_width,
+                self.layer_norm,
+                self.activation,
+                self.scheme,
+                self.bias,
+                name=f"block_{i}",
+            )(h)
+        if self.layer_norm:
+            h = norm_layer("layer")(name="norm_out")(h)
+        if self.readout == "last":
+            h = h[:, -1]
+        return nn.Dense(
+            self.num_classes,
+            use_bias=self.bias,
+            kernel_init=self.scheme.kernel,
+            bias_init=self.scheme.bias,
+            param_dtype=h.dtype,
+            name="head",
+        )(h)
+
+
+def transformer(
+    vocab_size: int,
+    seq_len: int,
+    *,
+    num_classes: int,
+    num_layers: int = 1,
+    width: int = 128,
+    num_heads: int = 4,
+    mlp_width: int | None = None,
+    layer_norm: bool = True,
+    activation: str | Callable = "relu",
+    init: str | init_lib.InitScheme = "lecun",
+    bias: bool = True,
+    readout: str = "last",
+    dtype=jnp.float32,
+) -> Model:
+    """A small decoder-only (causal) transformer for token sequences.
+
+    Token and learned position embeddings (both N(0, 1/width)), ``num_layers`` pre-LN blocks
+    ``h + attn(LN(h))``, ``h + MLP(LN(h))``, a final LayerNorm and a linear head read at the
+    last position. Attention is plain ``einsum`` + softmax (no fused kernels), so the model
+    can be differentiated twice (Hessian-vector products). Built for modular arithmetic:
+    inputs ``[a, b, =]`` from :func:`lljax.data.modular_arithmetic` (``vocab_size = p + 1``,
+    ``seq_len = 3``, ``num_classes = p``).
+
+    Args:
+      vocab_size: number of tokens.
+      seq_len: sequence length T; inputs are int arrays ``(batch, T)``.
+      num_classes: outputs of the head.
+      num_layers: transformer blocks.
+      width: model width (divisible by ``num_heads``).
+      num_heads: attention heads.
+      mlp_width: hidden width of the MLP (default ``4 * width``).
+      layer_norm: LayerNorm before attention, MLP and head; ``False`` removes all of them.
+      activation: MLP activation.
+      init: scheme for the Dense kernels and biases.
+      bias: whether Dense layers have biases.
+      readout: ``"last"`` (outputs ``(batch, num_classes)``) or ``"all"`` (every position,
+        ``(batch, T, num_classes)``).
+      dtype: float32 or float64.
+
+    Returns:
+      A :class:`Model` taking integer tokens.
+
+    Raises:
+      ValueError: for bad sizes, a width not divisible by ``num_heads``, unknown readout.
+
+    References:
+      Vaswani et al. 2017, arXiv:1706.03762; Power et al. 2022, arXiv:2201.02177;
+      Nanda et al. 2023, arXiv:2301.05217.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> model = ll.models.transformer(8, 3, num_classes=7, width=16, num_heads=2)
+      >>> params = model.init(jax.random.key(0))
+      >>> model.apply(params, jnp.array([[1, 2, 7], [3, 4, 7]])).shape
+      (2, 7)
+    """
+    for name, value in [
+        ("vocab_size", vocab_size),
+        ("seq_len", seq_len),
+        ("num_classes", num_classes),
+        ("num_layers", num_layers),
+        ("width", width),
+        ("num_heads", num_heads),
+    ]:
+        _check_positive_int(name, value)
+    if width % num_heads:
+        raise ValueError(f"num_heads: width {width} is not divisible by num_heads {num_heads}")
+    mlp_width = 4 * width if mlp_width is None else _check_positive_int("mlp_width", mlp_width)
+    if readout not in ("last", "all"):
+        raise ValueError(f"readout: expected 'last' or 'all', got {readout!r}")
+    _get_activation(activation)
+    scheme = init_lib.get(init)
+    dtype = _check_dtype(dtype)
+    module = Transformer(
+        vocab_size,
+        seq_len,
+        num_layers,
+        width,
+        num_heads,
+        mlp_width,
+        layer_norm,
+        num_classes,
+        activation,
+        scheme,
+        bias,
+        readout,
+        dtype,
+    )
+    return wrap(
+        module,
+        (seq_len,),
+        dtype=dtype,
+        input_dtype=jnp.int32,
+        name=f"transformer(layers={num_layers},width={width},heads={num_heads})",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Deep linear network
+
+
+class DeepLinear(nn.Module):
+    widths: Sequence[int]
+    scheme: init_lib.InitScheme
+
+    @nn.compact
+    def __call__(self, x):
+        x = x.reshape((x.shape[0], -1))
+        for width in self.widths[1:]:
+            x = nn.Dense(
+                width, use_bias=False, kernel_init=self.scheme.kernel, param_dtype=x.dtype
+            )(x)
+        return x
+
+
+def deep_linear(
+    widths: Sequence[int],
+    *,
+    init: str | init_lib.InitScheme = "lecun",
+    dtype=jnp.float32,
+) -> Model:
+    """A deep linear network ``x -> x W_1 W_2 ... W_L``: no biases, no nonlinearities.
+
+    Its function is linear in ``x`` but its loss landscape is not convex in the factors
+    (saddles, symmetries), which makes it the standard model for exact theory checks.
+
+    Args:
+      widths: ``[in, hidden..., out]``.
+      init: scheme for the kernels (biases are absent).
+      dtype: float32 or float64.
+
+    Returns:
+      A :class:`Model` with params ``{"Dense_i": {"kernel"}}``; :func:`deep_linear_matrix`
+      gives the end-to-end matrix.
+
+    References:
+      Saxe et al. 2014, arXiv:1312.6120; Kawaguchi 2016, arXiv:1605.07110.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> model = ll.models.deep_linear([3, 4, 2])
+      >>> params = model.init(jax.random.key(0))
+      >>> x = jnp.ones((5, 3))
+      >>> bool(jnp.allclose(model.apply(params, x), x @ ll.models.deep_linear_matrix(params)))
+      True
+    """
+    widths = _check_widths("widths", widths, min_len=2)
+    scheme = init_lib.get(init)
+    module = DeepLinear(widths, scheme)
+    return wrap(module, (widths[0],), dtype=_check_dtype(dtype), name=f"deep_linear{list(widths)}")
+
+
+def deep_linear_matrix(params: Params) -> jax.Array:
+    """The end-to-end matrix ``W_1 W_2 ... W_L`` (shape ``(in, out)``) of :func:`deep_linear`."""
+    n = len(params)
+    out = params["Dense_0"]["kernel"]
+    for i in range(1, n):
+        out = out @ params[f"Dense_{i}"]["kernel"]
+    return out

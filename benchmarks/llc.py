@@ -1,0 +1,211 @@
+"""LLC estimation speed: lljax (chains vmapped in one program) vs devinterp (PyTorch).
+
+Same model (an MNIST-1D MLP of ~10k parameters, trained here), same data, same sampler
+settings: SGLD, 8 chains × 2000 draws, batch 500, nβ = n / log n, γ = 1. lljax's step ε
+is devinterp's ``lr / 2`` (``ll.optim.to_devinterp``). devinterp and torch are optional:
+without them only lljax is timed. Prints a table and writes JSON (``--out``).
+
+Usage:
+  python benchmarks/llc.py [--num-chains 8] [--num-draws 2000] [--out llc.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+import lljax as ll
+
+
+def train_mlp(data, widths, *, steps, key):
+    model = ll.models.mlp(widths, activation="relu")
+    loss_fn = ll.losses.cross_entropy(model)
+    params = model.init(key)
+    opt = optax.adam(3e-3)
+    x, y = data.x_train, data.y_train
+
+    @jax.jit
+    def run(params, state, key):
+        def body(carry, k):
+            p, s = carry
+            idx = jr.randint(k, (256,), 0, x.shape[0])
+            g = jax.grad(loss_fn)(p, (x[idx], y[idx]))
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(body, (params, state), jr.split(key, steps))[0]
+
+    params, _ = run(params, opt.init(params), key)
+    return model, loss_fn, params
+
+
+def time_lljax(loss_fn, params, data, settings, *, key):
+    kw = dict(
+        num_chains=settings["num_chains"],
+        num_draws=settings["num_draws"],
+        num_burnin=settings["num_burnin"],
+        step_size=settings["step_size"],
+        nbeta=settings["nbeta"],
+        localization=settings["localization"],
+        batch_size=settings["batch_size"],
+    )
+    t0 = time.perf_counter()
+    r = ll.landscape.llc(loss_fn, params, data, key=key, **kw)
+    jax.block_until_ready(r.mean)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r = ll.landscape.llc(loss_fn, params, data, key=jr.fold_in(key, 1), **kw)
+    jax.block_until_ready(r.mean)
+    warm = time.perf_counter() - t0
+    return {
+        "llc": float(r.mean),
+        "stderr": float(r.stderr),
+        "seconds_with_compile": first,
+        "seconds": warm,
+        "rhat": float(r.rhat),
+        "ess": float(r.ess),
+        "warnings": list(r.warnings),
+        "device": str(jax.devices()[0].platform),
+    }
+
+
+def time_devinterp(params, data, settings):
+    try:
+        import torch
+        from devinterp.optim import SGLD
+        from devinterp.slt.sampler import estimate_learning_coeff_with_summary
+    except ImportError as e:  # optional peer
+        return {"skipped": f"devinterp/torch not installed ({e.name})"}
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    layers = []
+    names = sorted(params, key=lambda s: int(s.split("_")[1]))
+    for i, name in enumerate(names):
+        k = np.asarray(params[name]["kernel"])
+        lin = torch.nn.Linear(k.shape[0], k.shape[1])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(k.T.copy()))
+            lin.bias.copy_(torch.from_numpy(np.asarray(params[name]["bias"]).copy()))
+        layers.append(lin)
+        if i < len(names) - 1:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers).to(device)
+    x = torch.from_numpy(np.asarray(data.x_train))
+    y = torch.from_numpy(np.asarray(data.y_train)).long()
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=settings["batch_size"], shuffle=True
+    )
+    conv = ll.optim.to_devinterp(settings["step_size"], settings["nbeta"], settings["localization"])
+
+    def evaluate(model, batch):
+        xb, yb = batch
+        out = model(xb)
+        return torch.nn.functional.cross_entropy(out, yb), {"output": out}
+
+    t0 = time.perf_counter()
+    try:
+        stats = estimate_learning_coeff_with_summary(
+            model,
+            loader=loader,
+            evaluate=evaluate,
+            sampling_method=SGLD,
+            optimizer_kwargs=dict(
+                lr=conv["lr"], localization=conv["localization"], nbeta=conv["nbeta"]
+            ),
+            num_chains=settings["num_chains"],
+            num_draws=settings["num_draws"],
+            num_burnin_steps=settings["num_burnin"],
+            device=device,
+            online=False,
+        )
+    except Exception as e:  # devinterp's API moves between releases; report, don't crash
+        return {"error": f"{type(e).__name__}: {e}"}
+    seconds = time.perf_counter() - t0
+    per_chain = np.asarray(stats.get("llc/means", stats.get("llc/mean")))
+    mean = float(np.mean(stats["llc/mean"]))
+    std = float(np.mean(stats.get("llc/std", np.nan)))
+    return {
+        "llc": mean,
+        "stderr": std / math.sqrt(settings["num_chains"]),
+        "seconds": seconds,
+        "per_chain": per_chain.tolist() if per_chain.ndim else None,
+        "device": device,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--num-chains", type=int, default=8)
+    ap.add_argument("--num-draws", type=int, default=2000)
+    ap.add_argument("--num-burnin", type=int, default=0)
+    ap.add_argument("--step-size", type=float, default=5e-5)
+    ap.add_argument("--train-steps", type=int, default=3000)
+    ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.num_draws, args.train_steps = 100, 200
+
+    data = ll.data.mnist1d()
+    widths = [40, 100, 50, 10]
+    model, loss_fn, params = train_mlp(data, widths, steps=args.train_steps, key=jr.key(0))
+    num_params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    n = data.num_train
+    settings = {
+        "num_chains": args.num_chains,
+        "num_draws": args.num_draws,
+        "num_burnin": args.num_burnin,
+        "step_size": args.step_size,
+        "nbeta": n / math.log(n),
+        "localization": 1.0,
+        "batch_size": 500,
+    }
+    results = {
+        "model": model.name,
+        "num_params": num_params,
+        "train_loss": float(loss_fn(params, data.train)),
+        "settings": settings,
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "lljax": time_lljax(loss_fn, params, data, settings, key=jr.key(1)),
+        "devinterp": time_devinterp(params, data, settings),
+    }
+    dv = results["devinterp"]
+    if "seconds" in dv:
+        results["speedup"] = dv["seconds"] / results["lljax"]["seconds"]
+
+    lj = results["lljax"]
+    print(
+        f"LLC benchmark: {model.name}, {num_params} params, {args.num_chains} chains × "
+        f"{args.num_draws} draws, batch 500, ε = {args.step_size:g}"
+    )
+    print(f"{'tool':<10} {'device':<7} {'seconds':>9} {'λ̂':>9} {'± stderr':>9}")
+    print(
+        f"{'lljax':<10} {lj['device']:<7} {lj['seconds']:>9.2f} {lj['llc']:>9.2f} {lj['stderr']:>9.2f}"
+        f"   (first call with compile: {lj['seconds_with_compile']:.2f} s)"
+    )
+    if "seconds" in dv:
+        print(
+            f"{'devinterp':<10} {dv['device']:<7} {dv['seconds']:>9.2f} {dv['llc']:>9.2f} {dv['stderr']:>9.2f}"
+        )
+        print(f"speed-up: {results['speedup']:.1f}×")
+    else:
+        print(f"devinterp: {dv.get('skipped') or dv.get('error')}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    print(json.dumps(results))
+    return results
+
+
+if __name__ == "__main__":
+    jnp.zeros(())  # initialise the backend before timing
+    main()

@@ -1,0 +1,966 @@
+"""Populations of networks: a leading member axis, trained, evaluated and measured at once.
+
+A population is a stacked pytree whose leading axis indexes members. :func:`train` is
+``jax.vmap`` of the single-run core :func:`lljax.train.run` inside the same chunked driver
+as :func:`lljax.train.fit`: one compiled program runs every member's ``lax.scan`` over steps.
+
+Keys. Member ``i`` of ``key=k`` has key ``fold_in(k, i)``, split into an init key and a
+data-order key; everything member ``i`` computes depends on those two keys only, so the
+first members of a large population equal a smaller population with the same keys.
+``init_keys``/``data_keys`` vary the two independently; ``same_data_order=True`` gives every
+member the data order of member 0 (a controlled comparison of initialisations).
+
+Per-member hyperparameters. Pass ``hyperparams={"lr": jnp.array([...]), ...}`` (arrays of
+length ``num_members``; scalars are broadcast) with either
+
+* an optimizer *factory*, ``optimizer=lambda lr, wd: optax.adamw(lr, weight_decay=wd)``,
+  called inside the vmapped program with each member's (traced) values, or
+* an ``optax.inject_hyperparams`` transformation, whose state then holds each member's
+  values (e.g. ``optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)`` with
+  ``hyperparams={"learning_rate": lrs}``).
+
+Either way the values are traced arrays, not compile-time constants: a sweep is one
+compiled program, and a second sweep over other values reuses it. Keys can be
+hyperparameters too (e.g. a per-member SGLD key: ``hyperparams={"key": keys}``).
+
+Memory. :func:`memory_estimate` bounds the bytes one member needs (train state twice, as
+the scan carries a copy, plus every intermediate of one step, an upper bound) and compares
+it with the free device memory (``device.memory_stats()``; on CPU, which reports none, half
+the physical RAM, or the ``LLJAX_DEVICE_MEMORY`` environment variable in bytes). ``train``
+and :func:`map` then vmap over chunks of members that fit, with results unchanged.
+
+Sharding. ``train(..., shard=True)`` (or ``mesh=`` a ``jax.sharding.Mesh`` with a
+``"member"`` axis) places the member axis across devices with ``NamedSharding``; members
+never communicate, so each device runs its slice of the population. Populations that do
+not divide evenly are padded with copies of the last member, which are dropped. On several
+hosts, call ``jax.distributed.initialize()`` first on every process (same script, same
+arguments); ``jax.devices()`` then lists every host's devices, the mesh spans them, and the
+results are gathered to every process (``multihost_utils.process_allgather``).
+
+Examples:
+  >>> import jax, jax.numpy as jnp, optax, lljax as ll
+  >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=64, num_test=32)
+  >>> model = ll.models.mlp([2, 8, 2])
+  >>> loss_fn = ll.losses.cross_entropy(model)
+  >>> pop = ll.ensemble.train(model, loss_fn, lambda lr: optax.sgd(lr), data,
+  ...                         key=jax.random.key(1), num_members=3, steps=20, batch_size=16,
+  ...                         hyperparams={"lr": jnp.array([0.01, 0.1, 1.0])}, progress=False)
+  >>> pop.params["Dense_0"]["kernel"].shape, pop.history["loss"].shape
+  ((3, 2, 8), (3, 20))
+  >>> table = ll.ensemble.summary(pop, loss_fn, data)
+  >>> table["test_loss"].shape
+  (3,)
+"""
+
+from __future__ import annotations
+
+import builtins
+import csv
+import dataclasses
+import functools
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lljax import data as data_lib
+from lljax import train as train_lib
+
+Params = Any
+MEMBER_AXIS = "member"
+
+
+class Population(NamedTuple):
+    """A trained population (leading axis = member).
+
+    Attributes:
+      params: stacked params ``(members, ...)``.
+      opt_state: stacked optimizer states.
+      history: dict of numpy arrays as in :class:`lljax.train.FitResult`, with a leading
+        member axis on the per-member ones (``loss``: ``(members, windows)``,
+        ``test_loss``: ``(members, evaluations)``); ``step``/``eval_step`` are shared.
+        ``diverged_step`` (``(members,)``, -1 if never) when ``on_nonfinite="flag"``.
+      keys: the member keys ``(members,)`` (``None`` when only init/data keys were given).
+      init_keys: keys the params were initialised from (``None`` for given params).
+      data_keys: data-order keys.
+      hyperparams: per-member hyperparameters, dict of ``(members,)`` arrays.
+      state: the stacked :class:`lljax.train.TrainState`.
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict
+    keys: jax.Array | None
+    init_keys: jax.Array | None
+    data_keys: jax.Array
+    hyperparams: dict
+    state: train_lib.TrainState
+
+    @property
+    def num_members(self) -> int:
+        return int(jax.tree.leaves(self.params)[0].shape[0])
+
+    def member(self, i: int) -> Params:
+        """Params of member ``i``."""
+        return jax.tree.map(lambda x: x[i], self.params)
+
+
+# --------------------------------------------------------------------------------------
+# Keys and initialisation
+# --------------------------------------------------------------------------------------
+
+
+def member_keys(key: jax.Array, num_members: int) -> jax.Array:
+    """Keys ``(num_members,)`` with member ``i`` = ``fold_in(key, i)`` (prefix-stable)."""
+    key = train_lib.as_key(key)
+    return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num_members, dtype=jnp.uint32))
+
+
+def _split_member_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    pairs = jax.vmap(jr.split)(keys)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _as_keys(keys, name: str, num_members: int | None = None) -> jax.Array:
+    keys = train_lib.as_key(keys, name)
+    if keys.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of keys (members,), got shape {keys.shape}")
+    if num_members is not None and keys.shape[0] != num_members:
+        raise ValueError(f"{name}: expected {num_members} keys, got {keys.shape[0]}")
+    return keys
+
+
+def init(model, *, key: jax.Array | None = None, num_members: int | None = None,
+         keys: jax.Array | None = None) -> Params:
+    """Stacked params ``(members, ...)``: ``vmap(model.init)`` over the members' init keys.
+
+    The init key of member ``i`` is the first half of ``split(fold_in(key, i))``, as in
+    :func:`train`, so ``init`` gives exactly the initial params of ``train`` with the same key.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> p = ll.ensemble.init(ll.models.mlp([4, 8, 3]), key=jax.random.key(0), num_members=5)
+      >>> p["Dense_1"]["kernel"].shape
+      (5, 8, 3)
+    """
+    keys = _resolve_member_keys(key, keys, num_members)
+    init_keys, _ = _split_member_keys(keys)
+    return _init_params_jit(model, init_keys)
+
+
+def _resolve_member_keys(key, keys, num_members):
+    if keys is not None:
+        if key is not None:
+            raise ValueError("key: pass either key= (with num_members=) or keys=, not both")
+        return _as_keys(keys, "keys", num_members)
+    if key is None:
+        raise ValueError("key: pass key= with num_members=, or keys= (one key per member)")
+    num_members = train_lib._check_int(num_members, "num_members")
+    return member_keys(key, num_members)
+
+
+@jax.jit
+def _tree_index(tree, idx):
+    return jax.tree.map(lambda x: x[idx], tree)
+
+
+_init_params_jit = jax.jit(lambda model, keys: jax.vmap(model.init)(keys), static_argnums=0)
+
+
+def _init_states(model, optimizer, params, init_keys, data_keys, hyperparams):
+    def one(p, ik, dk, hp):
+        p = model.init(ik) if p is None else p
+        return train_lib.init_state(p, optimizer, key=dk, hyperparams=hp)
+
+    if params is None:
+        return jax.vmap(lambda ik, dk, hp: one(None, ik, dk, hp))(init_keys, data_keys, hyperparams)
+    return jax.vmap(lambda p, dk, hp: one(p, None, dk, hp))(params, data_keys, hyperparams)
+
+
+_init_states_jit = jax.jit(_init_states, static_argnums=(0, 1))
+
+
+# --------------------------------------------------------------------------------------
+# Sharding and chunked vmap
+# --------------------------------------------------------------------------------------
+
+
+def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D ``Mesh`` over ``devices`` (default: all, across hosts) with axis ``"member"``."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (MEMBER_AXIS,))
+
+
+def shard(population, mesh: Mesh | None = None):
+    """Places a stacked pytree with its leading (member) axis split across ``mesh``.
+
+    The number of members must be a multiple of the mesh size (:func:`train` pads for you).
+    """
+    return _place(population, mesh or member_mesh())
+
+
+def _place(tree, mesh: Mesh):
+    return jax.device_put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
+
+
+def _num_members(tree) -> int:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        raise ValueError("population: the pytree has no arrays")
+    sizes = {int(np.shape(x)[0]) if np.ndim(x) else -1 for x in leaves}
+    if len(sizes) != 1 or -1 in sizes:
+        raise ValueError(
+            f"population: every leaf needs the same leading (member) axis, got sizes {sizes}"
+        )
+    return sizes.pop()
+
+
+def _vmapped(fn, population, *args):
+    return jax.vmap(fn, in_axes=(0,) + (None,) * len(args))(population, *args)
+
+
+_vmapped_jit = jax.jit(_vmapped, static_argnums=0)
+
+
+def _chunked(apply: Callable, tree, chunk_size: int | None):
+    """``apply(sub_tree)`` over member chunks of a fixed size (the last padded by repeats)."""
+    m = _num_members(tree)
+    if chunk_size is None or chunk_size >= m:
+        return apply(tree)
+    outs = []
+    for lo in range(0, m, chunk_size):
+        idx = np.minimum(np.arange(lo, lo + chunk_size), m - 1)
+        out = apply(_tree_index(tree, idx))
+        valid = min(chunk_size, m - lo)
+        outs.append(out if valid == chunk_size else _tree_index(out, np.arange(valid)))
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
+def map(fn: Callable, population, *args, chunk_size: int | None = None):  # noqa: A001
+    """Applies ``fn(member, *args)`` to every member: ``vmap`` in chunks of members.
+
+    ``population`` is any pytree with a leading member axis (params, or ``(params, keys)``);
+    ``args`` are passed unchanged to every call (pass data here rather than closing over
+    it, so it is an argument of the compiled program, not a constant). One program is
+    compiled per ``(fn, chunk_size)``, reused across chunks and calls; pass a named function
+    (not a fresh lambda) to reuse it across calls.
+
+    Args:
+      fn: a per-member function, jit-compatible.
+      population: stacked pytree ``(members, ...)``.
+      *args: shared arguments.
+      chunk_size: members per vmapped call (``None``: all at once). The results do not
+        depend on it.
+
+    Returns:
+      ``fn``'s outputs stacked along a leading member axis.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> pop = ll.ensemble.init(ll.models.mlp([4, 8, 3]), key=jax.random.key(0), num_members=5)
+      >>> def sq_norm(p):
+      ...     return sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
+      >>> a = ll.ensemble.map(sq_norm, pop)
+      >>> b = ll.ensemble.map(sq_norm, pop, chunk_size=2)
+      >>> a.shape, bool(jnp.allclose(a, b))
+      ((5,), True)
+    """
+    if chunk_size is not None:
+        chunk_size = train_lib._check_int(chunk_size, "chunk_size")
+    return _chunked(lambda sub: _vmapped_jit(fn, sub, *args), population, chunk_size)
+
+
+# --------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------
+
+
+class MemoryEstimate(NamedTuple):
+    """Bytes one member needs and how many fit.
+
+    Attributes:
+      bytes_state: params + optimizer state of one member.
+      bytes_step: upper bound on the intermediates of one training step (every value in
+        the traced step, no reuse assumed).
+      bytes_per_member: ``2 * bytes_state + bytes_step``.
+      bytes_available: free memory per device (see the module docstring for CPU).
+      max_members: members that fit per device at once.
+      source: where ``bytes_available`` came from.
+    """
+
+    bytes_state: int
+    bytes_step: int
+    bytes_per_member: int
+    bytes_available: int
+    max_members: int
+    source: str
+
+
+def available_memory(device: jax.Device | None = None) -> tuple[int, str]:
+    """Free bytes on ``device`` and where the figure came from.
+
+    Uses ``device.memory_stats()`` (``bytes_limit - bytes_in_use``) where the backend
+    reports it (GPU, TPU); otherwise ``LLJAX_DEVICE_MEMORY`` (bytes) if set, else half the
+    physical memory of the host (CPU).
+    """
+    device = device or jax.devices()[0]
+    env = os.environ.get("LLJAX_DEVICE_MEMORY")
+    if env:
+        return int(float(env)), "LLJAX_DEVICE_MEMORY"
+    stats = None
+    try:
+        stats = device.memory_stats()
+    except Exception:  # pragma: no cover - backends without the call
+        stats = None
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)), "memory_stats"
+    try:
+        phys = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        phys = 8 * 2**30
+    return int(phys // 2), "half of host RAM"
+
+
+def _tree_bytes(tree) -> int:
+    return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree) if not _is_key_struct(x)))
+
+
+def _is_key_struct(x) -> bool:
+    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _jaxpr_bytes(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = getattr(v, "aval", None)
+            if aval is not None and hasattr(aval, "shape") and not _is_key_struct(aval):
+                total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    total += _jaxpr_bytes(inner)
+    return total
+
+
+def _dtype(x):
+    return x.dtype if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else np.dtype(x.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _estimate_bytes(loss_fn, optimizer, params_spec, hp_spec, x, y, xe, ye):
+    """Traces (never compiles) one step and one evaluation; cached per configuration so
+    repeated ``train`` calls do not retrace."""
+
+    def structs(spec):
+        treedef, leaves = spec
+        return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+    params, hyperparams = structs(params_spec), structs(hp_spec)
+    state = jax.eval_shape(
+        lambda p, hp: train_lib.init_state(p, optimizer, key=jr.key(0), hyperparams=hp),
+        params, hyperparams)
+    batch = (jax.ShapeDtypeStruct(*x), jax.ShapeDtypeStruct(*y))
+    step = jax.make_jaxpr(jax.value_and_grad(loss_fn))(state.params, batch).jaxpr
+    ev = jax.make_jaxpr(loss_fn)(state.params, (jax.ShapeDtypeStruct(*xe),
+                                                jax.ShapeDtypeStruct(*ye))).jaxpr
+    b_state = _tree_bytes(state.params) + _tree_bytes(state.opt_state)
+    return b_state, max(_jaxpr_bytes(step), _jaxpr_bytes(ev))
+
+
+def memory_estimate(
+    loss_fn: Callable, params: Params, optimizer, data: data_lib.Dataset, *,
+    batch_size: int, hyperparams: Mapping[str, Any] | None = None,
+    eval_batch_size: int | None = None, device: jax.Device | None = None,
+) -> MemoryEstimate:
+    """Bytes per member of a training run and how many members fit on one device.
+
+    Args:
+      loss_fn, optimizer, data, batch_size: as for :func:`train`.
+      params: params of ONE member (or shape structs).
+      hyperparams: one member's hyperparameters (for a factory optimizer).
+      eval_batch_size: evaluation batch (``None``: whole test split), also bounded.
+      device: the device (default: the first).
+
+    Examples:
+      >>> import jax, optax, lljax as ll
+      >>> model = ll.models.mlp([4, 8, 3])
+      >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_classes=3, dim=4)
+      >>> est = ll.ensemble.memory_estimate(ll.losses.cross_entropy(model),
+      ...     model.init(jax.random.key(1)), optax.adam(1e-3), data, batch_size=32)
+      >>> est.bytes_state, est.max_members > 1000
+      (808, True)
+    """
+    def spec(tree):
+        leaves, treedef = jax.tree.flatten(tree)
+        return treedef, tuple((tuple(np.shape(x)), _dtype(x)) for x in leaves)
+
+    n_eval = data.num_test if eval_batch_size is None else min(eval_batch_size, data.num_test)
+    b_state, b_step = _estimate_bytes(
+        loss_fn, optimizer, spec(params), spec(dict(hyperparams or {})),
+        ((batch_size, *data.x_train.shape[1:]), _dtype(data.x_train)),
+        ((batch_size, *data.y_train.shape[1:]), _dtype(data.y_train)),
+        ((n_eval, *data.x_test.shape[1:]), _dtype(data.x_test)),
+        ((n_eval, *data.y_test.shape[1:]), _dtype(data.y_test)),
+    )
+    per = 2 * b_state + b_step
+    avail, source = available_memory(device)
+    return MemoryEstimate(b_state, b_step, per, avail, max(0, int(0.8 * avail) // max(per, 1)),
+                          source)
+
+
+# --------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------
+
+
+def _run_population(loss_fn, optimizer, data, state, *, num_steps, batch_size, log_every,
+                    sampling):
+    def one(s):
+        return train_lib.run(loss_fn, optimizer, data, s, num_steps=num_steps,
+                             batch_size=batch_size, log_every=log_every, sampling=sampling)
+
+    return jax.vmap(one)(state)
+
+
+_run_population_jit = jax.jit(_run_population, static_argnames=train_lib._RUN_STATIC)
+
+
+@dataclasses.dataclass(frozen=True)
+class _EvalMember:
+    """Per-member evaluation on whole splits; hashable so the compiled program is reused."""
+
+    eval_fn: Callable
+    splits: tuple[str, ...]
+    batch_size: int | None
+
+    def __call__(self, params, data):
+        out = {}
+        for split in self.splits:
+            ev = train_lib.evaluate(self.eval_fn, params, data, split=split,
+                                    batch_size=self.batch_size)
+            out.update({f"{split}_{k}": v for k, v in ev.items()})
+        return out
+
+
+def _hyperparams(hyperparams, m: int) -> dict:
+    out = {}
+    for name, v in dict(hyperparams or {}).items():
+        if isinstance(v, jax.Array) and jnp.issubdtype(v.dtype, jax.dtypes.prng_key):
+            arr = v
+        else:
+            arr = jnp.asarray(v)
+            if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
+                raise ValueError(f"hyperparams[{name!r}]: expected numbers, got {arr.dtype}")
+        if arr.ndim == 0:
+            arr = jnp.broadcast_to(arr, (m,))
+        if arr.shape[0] != m:
+            raise ValueError(
+                f"hyperparams[{name!r}]: expected a scalar or a leading axis of num_members={m}, "
+                f"got shape {arr.shape}"
+            )
+        out[name] = arr
+    return out
+
+
+def _pad(tree, m_padded: int):
+    m = _num_members(tree)
+    if m == m_padded:
+        return tree
+    return _tree_index(tree, np.minimum(np.arange(m_padded), m - 1))
+
+
+def train(
+    model,
+    loss_fn: Callable,
+    optimizer,
+    data: data_lib.Dataset,
+    *,
+    key: jax.Array | None = None,
+    keys: jax.Array | None = None,
+    num_members: int | None = None,
+    steps: int,
+    batch_size: int,
+    init_keys: jax.Array | None = None,
+    data_keys: jax.Array | None = None,
+    same_data_order: bool = False,
+    params: Params | None = None,
+    hyperparams: Mapping[str, Any] | None = None,
+    log_every: int = 1,
+    eval_every: int | None = None,
+    eval_fn: Callable | None = None,
+    eval_splits: tuple[str, ...] = ("train", "test"),
+    eval_batch_size: int | None = None,
+    chunk_size: int | None = None,
+    member_chunk_size: int | None = None,
+    shard: bool = False,
+    mesh: Mesh | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    sampling: str = "epoch",
+    on_nonfinite: str = "raise",
+) -> Population:
+    """Trains a population in one compiled program: ``vmap`` of :func:`lljax.train.run`.
+
+    Args:
+      model: a :class:`~lljax.models.Model` (its ``init`` makes each member's params);
+        may be ``None`` when ``params`` is given.
+      loss_fn: ``loss_fn(params, (x, y)) -> scalar`` for one member.
+      optimizer: an optax transformation, or a factory of the ``hyperparams`` (module
+        docstring).
+      data: a :class:`~lljax.data.Dataset`, shared by all members.
+      key: population key; member ``i`` uses ``fold_in(key, i)``. Needs ``num_members``.
+      keys: explicit member keys ``(members,)`` instead of ``key``.
+      num_members: population size (with ``key``).
+      steps, batch_size, log_every, eval_every, eval_fn, eval_splits, eval_batch_size,
+        chunk_size, checkpoint_dir, checkpoint_every, progress, sampling: as for
+        :func:`lljax.train.fit`.
+      init_keys: override the init keys ``(members,)``.
+      data_keys: override the data-order keys ``(members,)``.
+      same_data_order: all members use member 0's data order.
+      params: initial stacked params ``(members, ...)`` instead of ``model.init``.
+      hyperparams: dict of ``(members,)`` arrays (or scalars) for the optimizer.
+      member_chunk_size: members per vmapped call; default: all that fit in memory
+        (:func:`memory_estimate`).
+      shard: split members across all devices (``mesh`` for a given mesh).
+      mesh: a ``Mesh`` with a ``"member"`` axis.
+      on_nonfinite: ``"raise"`` (:class:`lljax.train.NonFiniteLossError` naming steps and
+        members) or ``"flag"`` (record ``history["diverged_step"]`` and go on; useful in
+        learning-rate sweeps where divergence is a result).
+
+    Returns:
+      A :class:`Population`.
+
+    Raises:
+      ValueError: bad arguments, naming the argument.
+      MemoryError: not even the population's parameters and optimizer states fit.
+    """
+    steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size = (
+        train_lib._check_common(data, batch_size, steps, log_every, sampling, eval_every,
+                                checkpoint_every, chunk_size, eval_batch_size))
+    if on_nonfinite not in ("raise", "flag"):
+        raise ValueError(f"on_nonfinite: expected 'raise' or 'flag', got {on_nonfinite!r}")
+    if not (isinstance(optimizer, optax.GradientTransformation) or callable(optimizer)):
+        raise ValueError("optimizer: expected an optax.GradientTransformation or a factory")
+    for s in eval_splits:
+        if s not in ("train", "test"):
+            raise ValueError(f"eval_splits: expected 'train'/'test', got {s!r}")
+    t0 = time.perf_counter()
+
+    # Keys: member keys -> (init, data) keys, each overridable.
+    if keys is None and key is None and data_keys is not None and (
+            init_keys is not None or params is not None):
+        mkeys = None
+        m = _as_keys(data_keys, "data_keys").shape[0]
+    else:
+        mkeys = _resolve_member_keys(key, keys, num_members)
+        m = mkeys.shape[0]
+    if num_members is not None and num_members != m:
+        raise ValueError(f"num_members: {num_members} but {m} keys were given")
+    ik, dk = _split_member_keys(mkeys) if mkeys is not None else (None, None)
+    if init_keys is not None:
+        ik = _as_keys(init_keys, "init_keys", m)
+    if data_keys is not None:
+        dk = _as_keys(data_keys, "data_keys", m)
+    if same_data_order:
+        dk = _tree_index(dk, np.zeros(m, np.int32))
+    if params is not None:
+        if _num_members(params) != m:
+            raise ValueError(f"params: leading axis {_num_members(params)} != {m} members")
+        train_lib._check_finite_params(params)
+        ik = None
+    elif model is None:
+        raise ValueError("model: needed to initialise params (or pass params=)")
+    hp = _hyperparams(hyperparams, m)
+
+    # Devices and memory.
+    if mesh is None and shard:
+        mesh = member_mesh()
+    if mesh is not None and MEMBER_AXIS not in mesh.axis_names:
+        raise ValueError(f"mesh: needs an axis named {MEMBER_AXIS!r}, has {mesh.axis_names}")
+    num_dev = mesh.shape[MEMBER_AXIS] if mesh is not None else 1
+    m_pad = -(-m // num_dev) * num_dev
+    one_params = (jax.tree.map(lambda x: x[0], params) if params is not None
+                  else jax.eval_shape(model.init, jr.key(0)))
+    one_hp = {k: v[0] for k, v in hp.items()}
+    if member_chunk_size is None:
+        est = memory_estimate(loss_fn, one_params, optimizer, data, batch_size=batch_size,
+                              hyperparams=one_hp, eval_batch_size=eval_batch_size)
+        per_dev = m_pad // num_dev
+        if per_dev * 2 * est.bytes_state > 0.8 * est.bytes_available:
+            raise MemoryError(
+                f"num_members: {m} members need {per_dev * 2 * est.bytes_state / 2**30:.2f} GiB "
+                f"of parameters and optimizer state per device, more than the "
+                f"{est.bytes_available / 2**30:.2f} GiB available ({est.source}); at most "
+                f"{int(0.8 * est.bytes_available / (2 * est.bytes_state))} fit per device"
+            )
+        free = 0.8 * est.bytes_available - per_dev * 2 * est.bytes_state
+        fit_per_dev = max(1, int(free // max(est.bytes_step, 1)))
+        member_chunk_size = None if fit_per_dev >= per_dev else fit_per_dev * num_dev
+    else:
+        member_chunk_size = train_lib._check_int(member_chunk_size, "member_chunk_size")
+        if member_chunk_size % num_dev:
+            raise ValueError(
+                f"member_chunk_size: {member_chunk_size} must be a multiple of the "
+                f"{num_dev} devices"
+            )
+        if member_chunk_size >= m_pad:
+            member_chunk_size = None
+
+    # Initial state (padded so the member axis divides the devices).
+    dk_pad, hp_pad = _pad(dk, m_pad), _pad(hp, m_pad) if hp else {}
+    if params is not None:
+        state = _init_states_jit(None, optimizer, _pad(params, m_pad), None, dk_pad, hp_pad)
+    else:
+        state = _init_states_jit(model, optimizer, None, _pad(ik, m_pad), dk_pad, hp_pad)
+    if mesh is not None:
+        state = _place(state, mesh)
+        data = jax.device_put(data, NamedSharding(mesh, P()))
+
+    history: dict = {}
+    meta = {
+        "kind": "ensemble", "num_members": m, "padded_members": m_pad,
+        "batch_size": batch_size, "sampling": sampling, "log_every": log_every,
+        "keys": train_lib.fingerprint((ik, dk)), "hyperparams": train_lib.fingerprint(hp),
+        "init": train_lib.fingerprint(params) if params is not None else "model.init",
+    }
+    chunk_size = chunk_size or train_lib.DEFAULT_CHUNK_SIZE
+    if checkpoint_dir is not None:
+        loaded = train_lib.load_checkpoint(checkpoint_dir, state, meta=meta)
+        if loaded is not None:
+            state, history, _ = loaded
+            history = dict(history)
+            history.pop("wall_time", None)
+    start = int(np.max(train_lib._to_host(state.step)))
+    if start > steps:
+        raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
+
+    eval_member = _EvalMember(
+        eval_fn or train_lib.metrics_fn(loss_fn, accuracy=data.num_classes > 0),
+        tuple(eval_splits), eval_batch_size)
+
+    def evaluate_fn(p):
+        out = _chunked(lambda sub: _vmapped_jit(eval_member, sub, data), p, member_chunk_size)
+        return {k: train_lib._to_host(v) for k, v in out.items()}
+
+    def run_chunk(s, n):
+        def apply(sub):
+            return _run_population_jit(loss_fn, optimizer, data, sub, num_steps=n,
+                                       batch_size=batch_size, log_every=log_every,
+                                       sampling=sampling)
+        return _chunked_pair(apply, s, member_chunk_size)
+
+    def checkpoint(s, h):
+        train_lib.save_checkpoint(checkpoint_dir, s, h, meta=meta)
+
+    eval_points = {steps} | (set(range(0, steps + 1, eval_every)) if eval_every else set())
+    ckpt_points = ({steps} | (set(range(0, steps + 1, checkpoint_every)) if checkpoint_every
+                              else set(train_lib.segment_ends(start, steps, chunk_size,
+                                                              eval_every))))
+    state, history = train_lib._drive(
+        state=state, history=history, steps=steps,
+        ends=train_lib.segment_ends(start, steps, chunk_size, eval_every, checkpoint_every),
+        run_chunk=run_chunk, evaluate_fn=evaluate_fn if eval_splits else None,
+        eval_points=eval_points,
+        checkpoint=checkpoint if checkpoint_dir is not None else None,
+        checkpoint_points=ckpt_points, log_every=log_every, on_nonfinite=on_nonfinite,
+        progress=train_lib._Progress(steps, start, progress, label=f"ensemble[{m}]"),
+    )
+
+    # Drop the padding members.
+    if m_pad != m:
+        keep = np.arange(m)
+        state = _tree_index(state, keep)
+        history = {k: (v[:m] if (np.ndim(v) and k not in ("step", "eval_step")) else v)
+                   for k, v in history.items()}
+    history["wall_time"] = np.asarray(time.perf_counter() - t0)
+    return Population(state.params, state.opt_state, history, mkeys, ik, state.key,
+                      state.hyperparams, state)
+
+
+def _chunked_pair(apply, state, chunk_size):
+    """:func:`_chunked` for ``apply(state) -> (state, out)``."""
+    return _chunked(apply, state, chunk_size)
+
+
+# --------------------------------------------------------------------------------------
+# Analysis: per-member table and rank correlations
+# --------------------------------------------------------------------------------------
+
+
+def weight_norm(params, data=None) -> jax.Array:
+    """Euclidean norm of all parameters of one member."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(params)))
+
+
+MEASURES: dict[str, Callable] = {"weight_norm": weight_norm}
+
+
+def register_measure(name: str, fn: Callable) -> Callable:
+    """Registers ``fn(params, data) -> scalar`` (one member) for :func:`summary` by name.
+
+    Other modules register their measures here (e.g. a top Hessian eigenvalue); the
+    function must be jit- and vmap-compatible.
+    """
+    if not callable(fn):
+        raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
+    MEASURES[name] = fn
+    return fn
+
+
+class RankCorrelation(NamedTuple):
+    """A rank correlation with a percentile-bootstrap confidence interval.
+
+    Attributes:
+      value: the estimate on the whole sample.
+      low, high: the ``confidence`` percentile-bootstrap interval (NaN without a key).
+      stderr: bootstrap standard deviation (NaN without a key).
+      method: ``"kendall"`` (τ-b) or ``"spearman"`` (ρ, average ranks for ties).
+      n: number of pairs.
+      confidence: the interval's level.
+    """
+
+    value: float
+    low: float
+    high: float
+    stderr: float
+    method: str
+    n: int
+    confidence: float
+
+
+def _kendall_tau_b(a, b, xp=jnp):
+    n = a.shape[0]
+    da = xp.sign(a[:, None] - a[None, :])
+    db = xp.sign(b[:, None] - b[None, :])
+    n0 = n * (n - 1) / 2
+    num = xp.sum(da * db) / 2
+    ties_a = (xp.sum(da == 0) - n) / 2
+    ties_b = (xp.sum(db == 0) - n) / 2
+    return num / xp.sqrt((n0 - ties_a) * (n0 - ties_b))
+
+
+def _average_ranks(a, xp=jnp):
+    less = xp.sum(a[None, :] < a[:, None], axis=1)
+    equal = xp.sum(a[None, :] == a[:, None], axis=1)
+    return less + (equal + 1) / 2
+
+
+def _spearman_rho(a, b, xp=jnp):
+    ra, rb = _average_ranks(a, xp), _average_ranks(b, xp)
+    ra, rb = ra - xp.mean(ra), rb - xp.mean(rb)
+    return xp.sum(ra * rb) / xp.sqrt(xp.sum(ra * ra) * xp.sum(rb * rb))
+
+
+_CORRELATIONS = {"kendall": _kendall_tau_b, "spearman": _spearman_rho}
+
+
+def _bootstrap(stat_name, a, b, idx):
+    stat = _CORRELATIONS[stat_name]
+    return jax.lax.map(lambda i: stat(a[i], b[i]), idx, batch_size=32)
+
+
+_bootstrap_jit = jax.jit(_bootstrap, static_argnums=0)
+
+
+def rank_correlation(
+    a, b, *, method: str = "kendall", key: jax.Array | None = None,
+    num_bootstrap: int = 1000, confidence: float = 0.95,
+) -> RankCorrelation:
+    """Kendall τ-b or Spearman ρ between two per-member measures, with a bootstrap CI.
+
+    The point estimate is computed in float64 NumPy (it equals ``scipy.stats.kendalltau``
+    / ``spearmanr``); the percentile bootstrap resamples members with replacement
+    (``num_bootstrap`` resamples drawn from ``key``; resamples without variation are
+    skipped). NaN entries (e.g. diverged members) are dropped pairwise.
+
+    Args:
+      a, b: arrays ``(members,)``.
+      method: ``"kendall"`` or ``"spearman"``.
+      key: bootstrap key; ``None`` skips the interval.
+      num_bootstrap: number of resamples.
+      confidence: interval level in (0, 1).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> r = ll.ensemble.rank_correlation([1., 2, 3, 4, 5], [1., 3, 2, 4, 5],
+      ...                                  key=jax.random.key(0), num_bootstrap=200)
+      >>> round(r.value, 4), r.low <= r.value <= r.high
+      (0.8, True)
+
+    References:
+      Kendall (1945), "The treatment of ties in ranking problems" (τ-b);
+      Efron & Tibshirani (1993), "An Introduction to the Bootstrap" (percentile interval).
+    """
+    if method not in _CORRELATIONS:
+        raise ValueError(f"method: expected 'kendall' or 'spearman', got {method!r}")
+    a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a64.shape != b64.shape:
+        raise ValueError(f"b: shape {b64.shape} differs from a's {a64.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
+    ok = np.isfinite(a64) & np.isfinite(b64)
+    a64, b64 = a64[ok], b64[ok]
+    n = int(a64.shape[0])
+    if n < 2:
+        raise ValueError(f"a: need at least 2 finite pairs, got {n}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        value = float(_CORRELATIONS[method](a64, b64, xp=np))
+    low = high = stderr = float("nan")
+    if key is not None and num_bootstrap > 0:
+        idx = jr.randint(train_lib.as_key(key), (int(num_bootstrap), n), 0, n)
+        boot = np.asarray(_bootstrap_jit(method, jnp.asarray(a64), jnp.asarray(b64), idx))
+        boot = boot[np.isfinite(boot)]
+        if boot.size:
+            q = 100 * np.array([(1 - confidence) / 2, (1 + confidence) / 2])
+            low, high = (float(v) for v in np.percentile(boot, q))
+            stderr = float(np.std(boot, ddof=1)) if boot.size > 1 else float("nan")
+    return RankCorrelation(value, low, high, stderr, method, n, float(confidence))
+
+
+@dataclasses.dataclass
+class Summary:
+    """A per-member table: ``columns`` maps a name to a ``(members,)`` numpy array."""
+
+    columns: dict
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values())))
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.columns)
+
+    def rows(self) -> list[dict]:
+        return [{k: _py(v[i]) for k, v in self.columns.items()} for i in range(len(self))]
+
+    def to_json(self, path: str | None = None) -> str:
+        """The table as a JSON list of per-member records (written to ``path`` if given)."""
+        text = json.dumps(self.rows(), indent=1)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def to_csv(self, path: str | None = None) -> str:
+        """The table as CSV with a header row (written to ``path`` if given)."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.names)
+        for row in self.rows():
+            w.writerow([row[k] for k in self.names])
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(buf.getvalue())
+        return buf.getvalue()
+
+    def rank_correlation(self, a: str, b: str, **kwargs) -> RankCorrelation:
+        """:func:`rank_correlation` between two columns."""
+        return rank_correlation(self.columns[a], self.columns[b], **kwargs)
+
+    def __str__(self) -> str:
+        names = self.names
+        cells = [[_fmt(self.columns[k][i]) for k in names] for i in range(len(self))]
+        widths = [builtins.max(len(k), *(len(r[j]) for r in cells)) for j, k in enumerate(names)]
+        line = "  ".join(k.rjust(w) for k, w in zip(names, widths))
+        body = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+        return "\n".join([line, *body])
+
+
+def _py(v):
+    v = np.asarray(v).item()
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _fmt(v) -> str:
+    v = np.asarray(v).item()
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Measures:
+    fns: tuple[tuple[str, Callable], ...]
+
+    def __call__(self, params, data):
+        return {name: jnp.asarray(fn(params, data)) for name, fn in self.fns}
+
+
+def summary(
+    population: Population | Params,
+    loss_fn: Callable,
+    data: data_lib.Dataset,
+    *,
+    measures: Sequence[str] | Mapping[str, Callable] | None = None,
+    eval_fn: Callable | None = None,
+    chunk_size: int | None = None,
+    eval_batch_size: int | None = None,
+) -> Summary:
+    """A per-member table of the final params: losses, accuracies, gap, norm, measures.
+
+    Columns: ``member``; any scalar per-member hyperparameters; ``train_loss``,
+    ``test_loss`` (and ``train_accuracy``, ``test_accuracy`` for data with classes) on
+    the whole splits; ``gap`` (test − train loss); ``weight_norm``; each measure; and
+    ``diverged_step`` when the run flagged divergence.
+
+    Args:
+      population: a :class:`Population` or stacked params.
+      loss_fn: the per-member loss (from :mod:`lljax.losses` for accuracies).
+      data: the dataset.
+      measures: names in :data:`MEASURES` or a dict name -> ``fn(params, data)``.
+      eval_fn: custom metrics (see :func:`lljax.train.fit`).
+      chunk_size: members per vmapped call (see :func:`map`).
+      eval_batch_size: evaluation batch size.
+    """
+    params = population.params if isinstance(population, Population) else population
+    m = _num_members(params)
+    eval_member = _EvalMember(
+        eval_fn or train_lib.metrics_fn(loss_fn, accuracy=data.num_classes > 0),
+        ("train", "test"), eval_batch_size)
+    fns = [("weight_norm", weight_norm)]
+    if isinstance(measures, Mapping):
+        fns += list(measures.items())
+    else:
+        for name in measures or ():
+            if name not in MEASURES:
+                raise ValueError(f"measures: unknown {name!r}; registered: {sorted(MEASURES)}")
+            fns.append((name, MEASURES[name]))
+    cols: dict = {"member": np.arange(m)}
+    if isinstance(population, Population):
+        for k, v in population.hyperparams.items():
+            if not jnp.issubdtype(v.dtype, jax.dtypes.prng_key) and v.ndim == 1:
+                cols[k] = train_lib._to_host(v)
+    ev = map(eval_member, params, data, chunk_size=chunk_size)
+    for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+        if k in ev:
+            cols[k] = train_lib._to_host(ev.pop(k))
+    if "train_loss" in cols and "test_loss" in cols:
+        cols["gap"] = cols["test_loss"] - cols["train_loss"]
+    cols.update({k: train_lib._to_host(v) for k, v in ev.items()})
+    meas = map(_Measures(tuple(dict(fns).items())), params, data, chunk_size=chunk_size)
+    cols.update({k: train_lib._to_host(v) for k, v in meas.items()})
+    if isinstance(population, Population) and "diverged_step" in population.history:
+        cols["diverged_step"] = np.asarray(population.history["diverged_step"])
+    return Summary(cols)
+
+
+__all__ = [
+    "Population", "init", "train", "map", "member_keys", "member_mesh", "shard",
+    "memory_estimate", "available_memory", "MemoryEstimate", "summary", "Summary",
+    "rank_correlation", "RankCorrelation", "register_measure", "MEASURES", "weight_norm",
+]

@@ -1,0 +1,798 @@
+"""Training: one compiled ``lax.scan`` over steps, driven from the host in chunks.
+
+The core is pure. :func:`init_state` builds a :class:`TrainState` and :func:`run` advances
+it by ``num_steps`` optimizer steps inside one ``lax.scan``, drawing every minibatch inside
+compiled code from the state's key (index gathering, no host round-trips), and recording
+the minibatch loss on device. :func:`run` is what :mod:`lljax.ensemble` vmaps over members,
+so a single run and a population run are the same program.
+
+:func:`fit` is the host driver around it: it compiles a chunk of steps once (params, state
+and data are arguments, never closed-over constants), calls it repeatedly, evaluates
+between chunks, prints a progress line, stops with :class:`NonFiniteLossError` on the first
+non-finite loss, and checkpoints to a folder (``.npz`` + JSON manifest, written atomically)
+from which it resumes automatically; a resumed run ends bit-identical to an uninterrupted
+one with the same ``chunk_size``.
+
+Minibatches (``sampling``):
+  ``"epoch"`` (default) shuffled epochs without replacement, the last incomplete batch of
+  each epoch dropped; ``"uniform"`` an independent uniformly drawn batch each step (without
+  replacement within the batch, :func:`lljax.data.sample_batch`); ``"replacement"`` i.i.d.
+  indices with replacement (cheapest). The batch at step ``t`` depends only on
+  ``(key, t)``, so chunking and resuming never change the data order.
+
+Examples:
+  >>> import jax, optax, lljax as ll
+  >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=64, num_test=32)
+  >>> model = ll.models.mlp([2, 8, 2])
+  >>> loss_fn = ll.losses.cross_entropy(model)
+  >>> params = model.init(jax.random.key(1))
+  >>> r = ll.train.fit(loss_fn, params, optax.sgd(0.1), data, steps=20, batch_size=16,
+  ...                  key=jax.random.key(2), progress=False)
+  >>> r.history["loss"].shape, int(r.state.step)
+  ((20,), 20)
+  >>> bool(r.history["test_loss"][-1] < r.history["loss"][0])
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+
+from lljax import data as data_lib
+from lljax import losses as losses_lib
+
+Params = Any
+SAMPLINGS = ("epoch", "uniform", "replacement")
+DEFAULT_CHUNK_SIZE = 1000
+_CHECKPOINT_FORMAT = 1
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from step to step.
+
+    Attributes:
+      params: the parameters (a pytree).
+      opt_state: the optimizer state.
+      step: number of optimizer steps taken, an int32 scalar.
+      key: the data-order key (a typed PRNG key); the batch at step ``t`` is drawn from
+        ``(key, t)`` alone.
+      hyperparams: a dict of scalars passed to an optimizer factory (see :func:`run`);
+        empty for a plain optax optimizer.
+    """
+
+    params: Params
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+    hyperparams: dict = {}
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    Attributes:
+      params: final params.
+      opt_state: final optimizer state.
+      history: dict of numpy arrays. ``step``/``loss``: minibatch training loss averaged
+        over windows of ``log_every`` steps (``step`` is the first step of each window;
+        the loss at step ``t`` is that of the params before update ``t``);
+        ``eval_step`` and ``train_loss``, ``test_loss``, ``train_accuracy``,
+        ``test_accuracy`` (accuracy only for data with classes; keys of a custom
+        ``eval_fn`` otherwise) at evaluation points, computed on whole splits;
+        ``wall_time``: seconds spent in this call.
+      state: the final :class:`TrainState` (params, opt_state, step, key).
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict
+    state: TrainState
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a non-finite loss (or parameters); ``step`` is the first bad step.
+
+    ``members`` lists the offending population members (``None`` for a single run).
+    """
+
+    def __init__(self, message: str, *, step: int, members: list[int] | None = None):
+        super().__init__(message)
+        self.step = step
+        self.members = members
+
+
+# --------------------------------------------------------------------------------------
+# Pure core
+# --------------------------------------------------------------------------------------
+
+
+def make_optimizer(optimizer, hyperparams: Mapping[str, Any] | None = None):
+    """The optax transformation for one member: ``optimizer`` itself or ``optimizer(**hp)``.
+
+    ``optimizer`` is either an ``optax.GradientTransformation`` (used as is; per-member
+    values then live in an ``optax.inject_hyperparams`` state, see :func:`init_state`) or
+    a factory ``hp -> GradientTransformation`` called with the (possibly traced) scalars in
+    ``hyperparams``, e.g. ``lambda lr, wd: optax.adamw(lr, weight_decay=wd)``.
+    """
+    if isinstance(optimizer, optax.GradientTransformation):
+        return optimizer
+    if callable(optimizer):
+        return optimizer(**dict(hyperparams or {}))
+    raise ValueError(
+        "optimizer: expected an optax.GradientTransformation or a factory returning one, "
+        f"got {type(optimizer).__name__}"
+    )
+
+
+def init_state(
+    params: Params, optimizer, *, key: jax.Array, hyperparams: Mapping[str, Any] | None = None
+) -> TrainState:
+    """A fresh :class:`TrainState` at step 0; pure, jit- and vmap-compatible.
+
+    Args:
+      params: initial params.
+      optimizer: an optax transformation or a factory (see :func:`make_optimizer`).
+      key: data-order key (typed or raw ``uint32[2]``).
+      hyperparams: scalars for the factory. With a plain transformation made by
+        ``optax.inject_hyperparams``, the values are written into its state instead
+        (top-level ``opt_state.hyperparams``), so they can differ between members.
+
+    Raises:
+      ValueError: a hyperparameter the injected state does not have.
+    """
+    hyperparams = {k: jnp.asarray(v) for k, v in dict(hyperparams or {}).items()}
+    opt = make_optimizer(optimizer, hyperparams)
+    opt_state = opt.init(params)
+    if hyperparams and isinstance(optimizer, optax.GradientTransformation):
+        injected = getattr(opt_state, "hyperparams", None)
+        missing = [k for k in hyperparams if injected is None or k not in injected]
+        if missing:
+            raise ValueError(
+                f"hyperparams: {missing} are not injected hyperparameters of the optimizer; "
+                "wrap it with optax.inject_hyperparams or pass a factory "
+                "(e.g. lambda lr: optax.sgd(lr))"
+            )
+        new = dict(injected)
+        for k, v in hyperparams.items():
+            new[k] = jnp.asarray(v, jnp.asarray(injected[k]).dtype)
+        opt_state = opt_state._replace(hyperparams=new)
+    return TrainState(params, opt_state, jnp.zeros((), jnp.int32), as_key(key), hyperparams)
+
+
+def batch_indices(
+    key: jax.Array, step: jax.Array, num_examples: int, batch_size: int, sampling: str = "epoch"
+) -> jax.Array:
+    """Indices ``(batch_size,)`` of the training examples used at ``step``; a pure function.
+
+    See the module docstring for the ``sampling`` modes. A full batch is always
+    ``arange(num_examples)`` (plain gradient descent).
+    """
+    if batch_size == num_examples:
+        return jnp.arange(num_examples)
+    if sampling == "epoch":
+        per_epoch = num_examples // batch_size
+        epoch, pos = step // per_epoch, step % per_epoch
+        perm = jr.permutation(jr.fold_in(key, epoch), num_examples)
+        return jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
+    k = jr.fold_in(key, step)
+    if sampling == "uniform":
+        return jr.choice(k, num_examples, (batch_size,), replace=False)
+    if sampling == "replacement":
+        return jr.randint(k, (batch_size,), 0, num_examples)
+    raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+
+
+def _window_mean(x: jax.Array, k: int) -> jax.Array:
+    """Means of consecutive windows of ``k`` entries (the last window may be shorter)."""
+    n = x.shape[0]
+    if k == 1:
+        return x
+    num = -(-n // k)
+    pad = num * k - n
+    sums = jnp.concatenate([x, jnp.zeros((pad,), x.dtype)]).reshape(num, k).sum(1)
+    counts = np.full((num,), k, np.float32)
+    counts[-1] = k - pad
+    return sums / jnp.asarray(counts, x.dtype)
+
+
+def run(
+    loss_fn: Callable,
+    optimizer,
+    data: data_lib.Dataset,
+    state: TrainState,
+    *,
+    num_steps: int,
+    batch_size: int,
+    log_every: int = 1,
+    sampling: str = "epoch",
+) -> tuple[TrainState, dict]:
+    """Advances ``state`` by ``num_steps`` optimizer steps in one ``lax.scan``; pure.
+
+    Each step gathers a minibatch by index (:func:`batch_indices`) from ``data``'s train
+    split, takes ``jax.value_and_grad(loss_fn)`` and applies the optimizer update. Jit it
+    with ``loss_fn``, ``optimizer``, ``num_steps``, ``batch_size``, ``log_every`` and
+    ``sampling`` static; vmap it over a stacked ``state`` for a population.
+
+    Args:
+      loss_fn: ``loss_fn(params, (x, y)) -> scalar``.
+      optimizer: an optax transformation, or a factory called with ``state.hyperparams``.
+      data: a :class:`~lljax.data.Dataset`.
+      state: the :class:`TrainState` to continue from.
+      num_steps: number of steps (static).
+      batch_size: examples per step (static).
+      log_every: the recorded loss is averaged over windows of this many steps.
+      sampling: ``"epoch"``, ``"uniform"`` or ``"replacement"``.
+
+    Returns:
+      ``(state, out)``: the advanced state and a dict with ``loss``
+      (``(ceil(num_steps / log_every),)`` window means), ``nonfinite_step`` (the first
+      step whose loss was not finite, or -1) and ``params_finite`` (whether the final
+      params are all finite).
+
+    Examples:
+      >>> import jax, optax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=32, num_test=8)
+      >>> model = ll.models.mlp([2, 4, 2])
+      >>> opt = optax.sgd(0.1)
+      >>> s = ll.train.init_state(model.init(jax.random.key(1)), opt, key=jax.random.key(2))
+      >>> s, out = ll.train.run(ll.losses.cross_entropy(model), opt, data, s,
+      ...                       num_steps=10, batch_size=8)
+      >>> int(s.step), out["loss"].shape, int(out["nonfinite_step"])
+      (10, (10,), -1)
+    """
+    opt = make_optimizer(optimizer, state.hyperparams)
+    x_train, y_train = data.x_train, data.y_train
+    n = x_train.shape[0]
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    def step_fn(carry, _):
+        params, opt_state, step = carry
+        idx = batch_indices(state.key, step, n, batch_size, sampling)
+        batch = (jnp.take(x_train, idx, axis=0), jnp.take(y_train, idx, axis=0))
+        loss, grads = grad_fn(params, batch)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, step + 1), loss
+
+    carry = (state.params, state.opt_state, state.step)
+    (params, opt_state, step), losses = jax.lax.scan(step_fn, carry, None, length=num_steps)
+    bad = ~jnp.isfinite(losses)
+    nonfinite_step = jnp.where(jnp.any(bad), state.step + jnp.argmax(bad), -1)
+    leaves = jax.tree.leaves(params)
+    params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in leaves]))
+    out = {
+        "loss": _window_mean(losses, log_every),
+        "nonfinite_step": nonfinite_step.astype(jnp.int32),
+        "params_finite": params_finite,
+    }
+    return state._replace(params=params, opt_state=opt_state, step=step), out
+
+
+@dataclasses.dataclass(frozen=True)
+class metrics_fn:
+    """Default evaluation: ``metrics_fn(loss_fn)(params, (x, y)) -> {"loss", "accuracy"}``.
+
+    One forward pass gives both when ``loss_fn`` comes from :mod:`lljax.losses` (it carries
+    ``.model`` and ``.per_example``); otherwise only ``loss`` is reported. A frozen
+    dataclass so equal configurations hit the same compiled evaluation.
+    """
+
+    loss_fn: Callable
+    accuracy: bool = True
+
+    def __call__(self, params, batch):
+        x, y = batch
+        model = getattr(self.loss_fn, "model", None)
+        per_example = getattr(self.loss_fn, "per_example", None)
+        if model is None or per_example is None:
+            return {"loss": self.loss_fn(params, batch)}
+        out = model.apply(params, x)
+        metrics = {"loss": jnp.mean(per_example(out, y))}
+        if self.accuracy:
+            metrics["accuracy"] = losses_lib.accuracy_from_logits(out, y).astype(out.dtype)
+        return metrics
+
+
+def evaluate(
+    eval_fn: Callable,
+    params: Params,
+    data: data_lib.Dataset,
+    *,
+    split: str = "test",
+    batch_size: int | None = None,
+) -> dict:
+    """Metrics of ``eval_fn`` averaged over a whole split; pure, jit/vmap-compatible.
+
+    Args:
+      eval_fn: ``eval_fn(params, (x, y)) -> dict`` of batch means (e.g. :class:`metrics_fn`).
+      params: params.
+      data: the dataset.
+      split: ``"train"`` or ``"test"``.
+      batch_size: evaluate in batches of this size (bounded memory); ``None`` for one pass.
+        The result is the example-weighted mean, equal to the one-pass value up to
+        float rounding.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    x, y = data.train if split == "train" else data.test
+    n = x.shape[0]
+    if batch_size is None or batch_size >= n:
+        return eval_fn(params, (x, y))
+    num_full = n // batch_size
+    m = num_full * batch_size
+    xs = x[:m].reshape(num_full, batch_size, *x.shape[1:])
+    ys = y[:m].reshape(num_full, batch_size, *y.shape[1:])
+    full = jax.lax.map(lambda b: eval_fn(params, b), (xs, ys))
+    total = jax.tree.map(lambda v: jnp.sum(v, 0) * batch_size, full)
+    if m < n:
+        rest = eval_fn(params, (x[m:], y[m:]))
+        total = jax.tree.map(lambda t, r: t + r * (n - m), total, rest)
+    return jax.tree.map(lambda t: t / n, total)
+
+
+_RUN_STATIC = ("loss_fn", "optimizer", "num_steps", "batch_size", "log_every", "sampling")
+_run_jit = jax.jit(run, static_argnames=_RUN_STATIC)
+_evaluate_jit = jax.jit(evaluate, static_argnames=("eval_fn", "split", "batch_size"))
+
+
+# --------------------------------------------------------------------------------------
+# Validation helpers (shared with lljax.ensemble)
+# --------------------------------------------------------------------------------------
+
+
+def as_key(key, name: str = "key") -> jax.Array:
+    """A typed PRNG key from a typed key or a raw ``uint32`` key array."""
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if hasattr(key, "dtype") and jnp.asarray(key).dtype == jnp.uint32:
+        return jr.wrap_key_data(jnp.asarray(key))
+    raise ValueError(f"{name}: expected a PRNG key (jax.random.key(seed)), got {key!r}")
+
+
+def _check_int(value, name: str, *, low: int = 1, optional: bool = False):
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        kind = "None or an integer" if optional else "an integer"
+        raise ValueError(f"{name}: expected {kind} >= {low}, got {value!r}")
+    return int(value)
+
+
+def _check_common(data, batch_size, steps, log_every, sampling, eval_every, checkpoint_every,
+                  chunk_size, eval_batch_size=None):
+    if not isinstance(data, data_lib.Dataset):
+        raise ValueError(f"data: expected an lljax.data.Dataset, got {type(data).__name__}")
+    steps = _check_int(steps, "steps")
+    batch_size = _check_int(batch_size, "batch_size")
+    if batch_size > data.num_train:
+        raise ValueError(
+            f"batch_size: {batch_size} exceeds the {data.num_train} training examples"
+        )
+    log_every = _check_int(log_every, "log_every")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+    eval_every = _check_int(eval_every, "eval_every", optional=True)
+    checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", optional=True)
+    chunk_size = _check_int(chunk_size, "chunk_size", optional=True)
+    _check_int(eval_batch_size, "eval_batch_size", optional=True)
+    for name, v in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every),
+                    ("chunk_size", chunk_size)):
+        if v is not None and v % log_every:
+            raise ValueError(f"{name}: {v} must be a multiple of log_every={log_every}")
+    return steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size
+
+
+def _check_finite_params(params, name: str = "params"):
+    leaves = jax.tree.leaves(params)
+    if not leaves:
+        raise ValueError(f"{name}: the pytree has no arrays")
+    for leaf in leaves:
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
+            raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+
+
+def segment_ends(start: int, steps: int, *periods: int | None) -> list[int]:
+    """Ends of the compiled chunks from ``start`` to ``steps``.
+
+    Boundaries are the absolute multiples of every period (chunk size, evaluation and
+    checkpoint intervals) plus ``steps``, so a resumed run is cut exactly like an
+    uninterrupted one.
+    """
+    ends = {steps}
+    for p in periods:
+        if p:
+            ends.update(range((start // p + 1) * p, steps, p))
+    return sorted(e for e in ends if start < e <= steps)
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints: .npz of leaves + a JSON manifest, both written atomically
+# --------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _is_key(x) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _to_host(x) -> np.ndarray:
+    """A numpy copy of ``x``; gathers across hosts for a multi-process global array."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # pragma: no cover
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def fingerprint(tree) -> str:
+    """A short SHA-1 of a pytree's structure and values (keys by their data)."""
+    h = hashlib.sha1()
+    leaves, treedef = jax.tree.flatten(tree)
+    h.update(str(treedef).encode())
+    for leaf in leaves:
+        a = _to_host(jr.key_data(leaf) if _is_key(leaf) else leaf)
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+MANIFEST = "checkpoint.json"
+
+
+def save_checkpoint(
+    directory: str, state, history: Mapping[str, np.ndarray], *, meta: Mapping | None = None,
+    keep: int = 2,
+) -> str:
+    """Writes ``state`` (any pytree; typed keys allowed) and ``history`` to ``directory``.
+
+    The leaves go to ``ckpt_<step>.npz``, then ``checkpoint.json`` (format, step, file,
+    tree structure, ``meta``) is replaced atomically, so a crash at any point leaves the
+    previous checkpoint readable. Only the newest ``keep`` files are kept.
+
+    Returns:
+      the path of the ``.npz`` written.
+    """
+    os.makedirs(directory, exist_ok=True)
+    leaves, treedef = jax.tree.flatten(state)
+    step = int(np.max(_to_host(state.step))) if hasattr(state, "step") else 0
+    arrays, kinds = {}, []
+    for i, leaf in enumerate(leaves):
+        kinds.append("key" if _is_key(leaf) else "array")
+        arrays[f"leaf_{i}"] = _to_host(jr.key_data(leaf) if _is_key(leaf) else leaf)
+    for name, v in history.items():
+        arrays[f"history/{name}"] = np.asarray(v)
+    fname = f"ckpt_{step:09d}.npz"
+    if jax.process_index() == 0:
+        _atomic_write(os.path.join(directory, fname), lambda f: np.savez(f, **arrays))
+        manifest = {
+            "format": _CHECKPOINT_FORMAT,
+            "step": step,
+            "file": fname,
+            "treedef": str(treedef),
+            "leaves": [[k, list(a.shape), str(a.dtype)] for k, a in
+                       zip(kinds, (arrays[f"leaf_{i}"] for i in range(len(leaves))))],
+            "meta": dict(meta or {}),
+        }
+        _atomic_write(os.path.join(directory, MANIFEST),
+                      lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        old = sorted(f for f in os.listdir(directory) if f.startswith("ckpt_") and f != fname)
+        for f in old[: max(0, len(old) - (keep - 1))]:
+            os.remove(os.path.join(directory, f))
+    return os.path.join(directory, fname)
+
+
+def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
+    """Reads the latest checkpoint in ``directory`` into the structure of ``template``.
+
+    Args:
+      directory: a folder written by :func:`save_checkpoint`.
+      template: a pytree with the structure, shapes and dtypes of the saved state (e.g. a
+        freshly initialised state); typed keys are rebuilt with the template's key impl.
+      meta: settings that must equal the saved ones (a different batch size, key or
+        initial params would silently change the run).
+
+    Returns:
+      ``(state, history, saved_meta)``, or ``None`` when there is no checkpoint.
+
+    Raises:
+      ValueError: the checkpoint does not match ``template`` or ``meta``.
+    """
+    path = os.path.join(directory, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("format") != _CHECKPOINT_FORMAT:
+        raise ValueError(f"checkpoint_dir: unknown checkpoint format {manifest.get('format')}")
+    saved_meta = manifest.get("meta", {})
+    for k, v in dict(meta or {}).items():
+        if k in saved_meta and saved_meta[k] != v:
+            raise ValueError(
+                f"checkpoint_dir: {directory!r} holds a run with {k}={saved_meta[k]!r}, "
+                f"but this call has {k}={v!r}; use a fresh folder or the same settings"
+            )
+    leaves, treedef = jax.tree.flatten(template)
+    if str(treedef) != manifest["treedef"] or len(leaves) != len(manifest["leaves"]):
+        raise ValueError(
+            f"checkpoint_dir: the saved state's structure differs from this run's "
+            f"({manifest['treedef'][:200]} vs {str(treedef)[:200]})"
+        )
+    out = []
+    with np.load(os.path.join(directory, manifest["file"])) as z:
+        for i, leaf in enumerate(leaves):
+            a = z[f"leaf_{i}"]
+            if _is_key(leaf):
+                ref = jr.key_data(leaf)
+                new = jr.wrap_key_data(jnp.asarray(a), impl=jr.key_impl(leaf))
+            else:
+                ref = leaf
+                new = jnp.asarray(a)
+            if tuple(a.shape) != tuple(ref.shape) or a.dtype != np.dtype(ref.dtype):
+                raise ValueError(
+                    f"checkpoint_dir: leaf {i} has shape {a.shape} {a.dtype}, expected "
+                    f"{tuple(ref.shape)} {ref.dtype}"
+                )
+            sharding = getattr(leaf, "sharding", None)
+            out.append(jax.device_put(new, sharding) if sharding is not None else new)
+        history = {k[len("history/"):]: z[k] for k in z.files if k.startswith("history/")}
+    return jax.tree.unflatten(treedef, out), history, saved_meta
+
+
+# --------------------------------------------------------------------------------------
+# Host driver shared by fit and lljax.ensemble.train
+# --------------------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on stderr (redrawn in place on a terminal)."""
+
+    def __init__(self, total: int, start: int, enabled: bool, label: str = "train"):
+        self.total, self.enabled, self.label = total, enabled, label
+        self.t0 = time.perf_counter()
+        self.start = start
+        self.tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        self.last_print = 0.0
+
+    def update(self, step: int, metrics: Mapping[str, float], final: bool = False):
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not (self.tty or final or now - self.last_print > 5.0):
+            return
+        self.last_print = now
+        frac = step / self.total
+        bar = "#" * int(20 * frac) + "." * (20 - int(20 * frac))
+        text = " ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+        line = f"{self.label} [{bar}] {step}/{self.total} {text} {now - self.t0:.1f}s"
+        end = "\n" if (final or not self.tty) else ""
+        sys.stderr.write(("\r" if self.tty else "") + line + end)
+        sys.stderr.flush()
+
+
+def _append(history: dict, new: Mapping[str, np.ndarray]) -> None:
+    for k, v in new.items():
+        v = np.asarray(v)
+        history[k] = np.concatenate([history[k], v], axis=-1) if k in history else v
+
+
+def _drive(
+    *,
+    state,
+    history: dict,
+    steps: int,
+    ends: list[int],
+    run_chunk: Callable,
+    evaluate_fn: Callable | None,
+    eval_points: set[int],
+    checkpoint: Callable | None,
+    checkpoint_points: set[int],
+    log_every: int,
+    on_nonfinite: str,
+    progress: _Progress,
+):
+    """Runs the chunks; shared by :func:`fit` and :func:`lljax.ensemble.train`.
+
+    ``run_chunk(state, n) -> (state, out)`` with ``out`` from :func:`run` (leading member
+    axis for populations); ``evaluate_fn(params) -> dict`` of host arrays.
+    """
+    start = int(np.max(_to_host(state.step)))
+    done = history.get("eval_step")
+    if evaluate_fn is not None and start in eval_points and (done is None or done[-1] != start):
+        _append(history, {"eval_step": np.array([start])})
+        _append(history, {k: v[..., None] for k, v in evaluate_fn(state.params).items()})
+    cur = start
+    for end in ends:
+        n = end - cur
+        state, out = run_chunk(state, n)
+        out = jax.tree.map(_to_host, out)
+        bad_step, bad_members = _first_nonfinite(out, end)
+        if bad_step is not None:
+            where = f" in members {bad_members}" if bad_members is not None else ""
+            what = "parameters" if bad_step == end else "training loss"
+            msg = f"non-finite {what} at step {bad_step}{where}"
+            if on_nonfinite == "raise" or bad_members is None:
+                raise NonFiniteLossError(
+                    msg + " (lower the learning rate, check the data, or resume from the "
+                    "last checkpoint)", step=bad_step, members=bad_members)
+            diverged = history.get("diverged_step")
+            new = np.where(out["nonfinite_step"] >= 0, out["nonfinite_step"], -1)
+            if diverged is not None:
+                new = np.where(diverged >= 0, diverged, new)
+            history["diverged_step"] = new
+        num_w = out["loss"].shape[-1]
+        _append(history, {"step": cur + log_every * np.arange(num_w), "loss": out["loss"]})
+        cur = end
+        metrics = {"loss": float(np.nanmean(out["loss"][..., -1]))}
+        if evaluate_fn is not None and end in eval_points:
+            ev = evaluate_fn(state.params)
+            _append(history, {"eval_step": np.array([end])})
+            _append(history, {k: v[..., None] for k, v in ev.items()})
+            metrics.update({k: float(np.nanmean(v)) for k, v in ev.items() if "test" in k})
+        if checkpoint is not None and end in checkpoint_points:
+            checkpoint(state, history)
+        progress.update(end, metrics, final=end == steps)
+    return state, history
+
+
+def _first_nonfinite(out, end: int):
+    """``(step, members)`` of the first non-finite loss/params in a chunk, or ``(None, None)``."""
+    ns = np.asarray(out["nonfinite_step"])
+    bad_params = ~np.asarray(out["params_finite"]) & (ns < 0)
+    steps = np.where(ns >= 0, ns, np.where(bad_params, end, -1))
+    if not np.any(steps >= 0):
+        return None, None
+    first = int(np.min(steps[steps >= 0]))
+    members = [int(i) for i in np.flatnonzero(steps >= 0)] if steps.ndim else None
+    return first, members
+
+
+def fit(
+    loss_fn: Callable,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+    data: data_lib.Dataset,
+    *,
+    steps: int,
+    batch_size: int,
+    key: jax.Array,
+    eval_every: int | None = None,
+    log_every: int = 1,
+    chunk_size: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    progress: bool = True,
+    eval_fn: Callable | None = None,
+    eval_splits: tuple[str, ...] = ("train", "test"),
+    eval_batch_size: int | None = None,
+    sampling: str = "epoch",
+) -> FitResult:
+    """Trains ``params`` for ``steps`` optimizer steps; the single-run driver around :func:`run`.
+
+    Args:
+      loss_fn: ``loss_fn(params, (x, y)) -> scalar`` (e.g. :func:`lljax.losses.cross_entropy`).
+      params: initial params (must be finite).
+      optimizer: any optax transformation.
+      data: a :class:`~lljax.data.Dataset`.
+      steps: total number of optimizer steps (counting those of a resumed checkpoint).
+      batch_size: examples per step (at most the number of training examples).
+      key: data-order key.
+      eval_every: evaluate on the whole splits every this many steps (and at steps 0 and
+        ``steps``); ``None`` evaluates once at the end.
+      log_every: record the minibatch loss averaged over windows of this many steps.
+      chunk_size: steps per compiled call (default 1000); chunk boundaries are absolute
+        multiples, so resumed runs are cut like uninterrupted ones.
+      checkpoint_dir: save to this folder and resume from it automatically.
+      checkpoint_every: save every this many steps (default: after every chunk) and at
+        the end.
+      progress: print a progress line to stderr between chunks.
+      eval_fn: ``eval_fn(params, (x, y)) -> dict`` of batch means; default
+        :class:`metrics_fn` (loss, and accuracy when the data has classes).
+      eval_splits: splits to evaluate, any of ``"train"``, ``"test"``.
+      eval_batch_size: evaluate in batches of this size to bound memory.
+      sampling: minibatch order (see the module docstring).
+
+    Returns:
+      A :class:`FitResult`.
+
+    Raises:
+      ValueError: bad arguments (naming the argument) or a checkpoint of another run.
+      NonFiniteLossError: a non-finite loss; ``.step`` is the first bad step.
+    """
+    steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size = _check_common(
+        data, batch_size, steps, log_every, sampling, eval_every, checkpoint_every,
+        chunk_size, eval_batch_size)
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer: expected an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
+    for s in eval_splits:
+        if s not in ("train", "test"):
+            raise ValueError(f"eval_splits: expected 'train'/'test', got {s!r}")
+    _check_finite_params(params)
+    key = as_key(key)
+    chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
+    t0 = time.perf_counter()
+
+    state = init_state(params, optimizer, key=key)
+    history: dict = {}
+    meta = {
+        "kind": "fit", "batch_size": batch_size, "sampling": sampling, "log_every": log_every,
+        "key": fingerprint(key), "init": fingerprint(params),
+    }
+    if checkpoint_dir is not None:
+        loaded = load_checkpoint(checkpoint_dir, state, meta=meta)
+        if loaded is not None:
+            state, history, _ = loaded
+            history = dict(history)
+            history.pop("wall_time", None)
+    start = int(state.step)
+    if start > steps:
+        raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
+
+    eval_fn = eval_fn or metrics_fn(loss_fn, accuracy=data.num_classes > 0)
+
+    def evaluate_fn(p):
+        out = {}
+        for split in eval_splits:
+            ev = _evaluate_jit(eval_fn, p, data, split=split, batch_size=eval_batch_size)
+            out.update({f"{split}_{k}": _to_host(v) for k, v in ev.items()})
+        return out
+
+    def run_chunk(s, n):
+        return _run_jit(loss_fn, optimizer, data, s, num_steps=n, batch_size=batch_size,
+                        log_every=log_every, sampling=sampling)
+
+    def checkpoint(s, h):
+        save_checkpoint(checkpoint_dir, s, h, meta=meta)
+
+    eval_points = {steps} | (set(range(0, steps + 1, eval_every)) if eval_every else set())
+    ckpt_points = ({steps} | (set(range(0, steps + 1, checkpoint_every)) if checkpoint_every
+                              else set(segment_ends(start, steps, chunk_size, eval_every))))
+    state, history = _drive(
+        state=state, history=history, steps=steps,
+        ends=segment_ends(start, steps, chunk_size, eval_every, checkpoint_every),
+        run_chunk=run_chunk, evaluate_fn=evaluate_fn if eval_splits else None,
+        eval_points=eval_points,
+        checkpoint=checkpoint if checkpoint_dir is not None else None,
+        checkpoint_points=ckpt_points, log_every=log_every, on_nonfinite="raise",
+        progress=_Progress(steps, start, progress),
+    )
+    history["wall_time"] = np.asarray(time.perf_counter() - t0)
+    return FitResult(state.params, state.opt_state, history, state)
+
+
+__all__ = [
+    "TrainState", "FitResult", "NonFiniteLossError", "init_state", "run", "fit", "evaluate",
+    "metrics_fn", "batch_indices", "make_optimizer", "save_checkpoint", "load_checkpoint",
+    "segment_ends", "fingerprint", "as_key",
+]

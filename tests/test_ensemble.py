@@ -1,0 +1,300 @@
+"""Tests for lljax.ensemble: member independence, sweeps without recompiling, chunking,
+sharding, resume, the per-member table and rank correlations."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+import scipy.stats
+
+import lljax as ll
+from lljax import ensemble, train
+
+MODEL = ll.models.mlp([4, 8, 3])
+LOSS = ll.losses.cross_entropy(MODEL)
+DATA = ll.data.gaussian_mixture(key=jr.key(0), num_train=40, num_test=24, num_classes=3, dim=4)
+OPT = optax.sgd(0.1)
+KW = dict(steps=12, batch_size=8, progress=False)
+
+
+def _sgd(lr):
+    return optax.sgd(lr)
+
+
+def _leaves_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jr.key_data(x), jr.key_data(y)
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+def test_init_is_vmapped_model_init_with_the_train_init_keys():
+    keys = ensemble.member_keys(jr.key(1), 3)
+    params = ensemble.init(MODEL, key=jr.key(1), num_members=3)
+    for i in range(3):
+        ik, _ = jr.split(keys[i])
+        # jit vs eager init may differ in the last bit; a key mix-up would differ by O(1).
+        _leaves_close(jax.tree.map(lambda x: x[i], params), MODEL.init(ik), rtol=1e-6, atol=1e-7)
+    pop = ensemble.train(MODEL, LOSS, optax.sgd(0.0), DATA, key=jr.key(1), num_members=3,
+                         steps=2, batch_size=8, progress=False)
+    _leaves_close(pop.params, params, rtol=1e-6, atol=1e-7)
+
+
+def test_members_depend_only_on_their_own_key():
+    big = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(2), num_members=4, **KW)
+    small = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(2), num_members=2, **KW)
+    _leaves_equal(jax.tree.map(lambda x: x[:2], big.params), small.params)
+    np.testing.assert_array_equal(big.history["loss"][:2], small.history["loss"])
+    # Same via explicit keys.
+    again = ensemble.train(MODEL, LOSS, OPT, DATA, keys=big.keys[:2], **KW)
+    _leaves_equal(again.params, small.params)
+    # Members really differ.
+    assert not np.allclose(big.history["loss"][0], big.history["loss"][1])
+
+
+def test_member_equals_a_single_fit_with_its_keys():
+    pop = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(3), num_members=2, **KW)
+    for i in range(2):
+        ik, dk = jr.split(pop.keys[i])
+        r = train.fit(LOSS, MODEL.init(ik), OPT, DATA, key=dk, **KW)
+        _leaves_close(jax.tree.map(lambda x: x[i], pop.params), r.params)
+        np.testing.assert_allclose(pop.history["loss"][i], r.history["loss"], rtol=1e-5)
+        np.testing.assert_allclose(pop.history["test_loss"][i], r.history["test_loss"], rtol=1e-5)
+
+
+def test_init_and_data_keys_vary_independently():
+    k = jr.key(4)
+    shared_init = jnp.stack([jr.key(5)] * 3) if False else jax.vmap(lambda _: jr.key(5))(jnp.arange(3))
+    # Same init, same data order: identical members.
+    same = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=3, init_keys=shared_init,
+                          same_data_order=True, **KW)
+    _leaves_equal(jax.tree.map(lambda x: x[0], same.params), jax.tree.map(lambda x: x[2], same.params))
+    _leaves_equal(same.data_keys[0], same.data_keys[1])
+    # Same init, different data order: the members' initial params agree, the results differ.
+    diff = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=3, init_keys=shared_init, **KW)
+    assert not np.allclose(diff.history["loss"][0], diff.history["loss"][1])
+    # Different init, same data order: the data keys of all members are member 0's.
+    order = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=3, same_data_order=True, **KW)
+    _leaves_equal(order.data_keys[2], diff.data_keys[0])
+    assert not np.allclose(order.history["loss"][0], order.history["loss"][1])
+
+
+def test_sweep_compiles_once_and_matches_separate_runs():
+    traces = []
+
+    def factory(lr, wd):
+        traces.append(1)  # runs only while tracing
+        return optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr))
+
+    keys = ensemble.member_keys(jr.key(6), 3)
+    hp1 = {"lr": jnp.array([0.01, 0.1, 0.3]), "wd": jnp.array([0.0, 1e-3, 1e-2])}
+    hp2 = {"lr": jnp.array([0.05, 0.2, 0.02]), "wd": jnp.array([1e-2, 0.0, 1e-3])}
+    size0 = ensemble._run_population_jit._cache_size()
+    a = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys, hyperparams=hp1, **KW)
+    n_traces = len(traces)
+    size1 = ensemble._run_population_jit._cache_size()
+    b = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys, hyperparams=hp2, **KW)
+    assert len(traces) == n_traces  # the second sweep reuses every compiled program
+    assert ensemble._run_population_jit._cache_size() == size1 == size0 + 1
+    # Each member equals a population of one with its own values.
+    for pop, hp in ((a, hp1), (b, hp2)):
+        for i in (0, 2):
+            one = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys[i:i + 1],
+                                 hyperparams={k: v[i:i + 1] for k, v in hp.items()}, **KW)
+            _leaves_close(jax.tree.map(lambda x: x[i:i + 1], pop.params), one.params)
+    # ...and a fit with the constant-hyperparameter optimizer.
+    ik, dk = jr.split(keys[1])
+    opt = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1))
+    r = train.fit(LOSS, MODEL.init(ik), opt, DATA, key=dk, **KW)
+    _leaves_close(jax.tree.map(lambda x: x[1], a.params), r.params)
+    np.testing.assert_allclose(np.asarray(a.hyperparams["lr"]), hp1["lr"])
+
+
+def test_inject_hyperparams_equals_factory():
+    keys = ensemble.member_keys(jr.key(7), 2)
+    lrs = jnp.array([0.05, 0.2])
+    a = ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams={"lr": lrs}, **KW)
+    inj = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+    b = ensemble.train(MODEL, LOSS, inj, DATA, keys=keys, hyperparams={"learning_rate": lrs}, **KW)
+    _leaves_close(a.params, b.params)
+    np.testing.assert_allclose(b.opt_state.hyperparams["learning_rate"], lrs)
+
+
+def _norms(p, scale):
+    return {"sq": sum(jnp.sum(x**2) for x in jax.tree.leaves(p)) * scale,
+            "out": MODEL.apply(p, DATA.x_test[:5])}
+
+
+def test_map_is_chunk_size_invariant():
+    params = ensemble.init(MODEL, key=jr.key(8), num_members=5)
+    ref = ensemble.map(_norms, params, 2.0)
+    assert ref["sq"].shape == (5,) and ref["out"].shape == (5, 5, 3)
+    for c in (3, 4, 5, 9):
+        _leaves_equal(ensemble.map(_norms, params, 2.0, chunk_size=c), ref)
+    # XLA:CPU picks another matmul kernel for batches of 1-2: equal up to the last bits.
+    for c in (1, 2):
+        _leaves_close(ensemble.map(_norms, params, 2.0, chunk_size=c), ref, rtol=1e-6, atol=1e-6)
+    for i in range(5):
+        np.testing.assert_allclose(ref["out"][i],
+                                   MODEL.apply(jax.tree.map(lambda x: x[i], params), DATA.x_test[:5]),
+                                   rtol=1e-6)
+    with pytest.raises(ValueError, match="member"):
+        ensemble.map(_norms, {"a": jnp.ones(3), "b": jnp.ones(4)}, 1.0)
+
+
+def test_member_chunks_give_the_same_training():
+    full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+    chunked = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5,
+                             member_chunk_size=2, **KW)
+    _leaves_equal(full.params, chunked.params)
+    np.testing.assert_array_equal(full.history["test_loss"], chunked.history["test_loss"])
+
+
+def test_memory_estimate_and_automatic_chunking(monkeypatch):
+    params = MODEL.init(jr.key(0))
+    est = ensemble.memory_estimate(LOSS, params, OPT, DATA, batch_size=8)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    assert est.bytes_state == 4 * n_params  # plain SGD has an empty state
+    assert est.bytes_step > 8 * 8 * 4  # at least the hidden activations of one batch
+    # Pretend the device holds about 3 members' worth: train chunks instead of failing.
+    budget = (2 * est.bytes_state * 5 + 2.5 * est.bytes_step) / 0.8
+    monkeypatch.setenv("LLJAX_DEVICE_MEMORY", str(int(budget)))
+    est2 = ensemble.memory_estimate(LOSS, params, OPT, DATA, batch_size=8)
+    assert est2.bytes_available == int(budget) and est2.source == "LLJAX_DEVICE_MEMORY"
+    auto = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+    monkeypatch.delenv("LLJAX_DEVICE_MEMORY")
+    full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+    _leaves_equal(full.params, auto.params)
+    monkeypatch.setenv("LLJAX_DEVICE_MEMORY", "1000")
+    with pytest.raises(MemoryError, match="fit per device"):
+        ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+
+
+def test_sharded_equals_single_device():
+    assert len(jax.devices()) == 4
+    single = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=6, **KW)
+    sharded = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=6, shard=True,
+                             **KW)  # 6 members on 4 devices: padded to 8
+    leaf = sharded.params["Dense_0"]["kernel"]
+    assert leaf.shape[0] == 6
+    _leaves_close(single.params, sharded.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(single.history["test_loss"], sharded.history["test_loss"], rtol=1e-5)
+    # The state really is spread over the devices before the padding is dropped.
+    st = ensemble.shard(jax.tree.map(lambda x: x[:4], single.params))
+    assert len(st["Dense_0"]["kernel"].sharding.device_set) == 4
+
+
+def test_population_resume_is_identical(tmp_path):
+    kw = dict(key=jr.key(11), num_members=3, batch_size=8, chunk_size=6, eval_every=6,
+              progress=False)
+    straight = ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, **kw)
+    d = str(tmp_path / "pop")
+    ensemble.train(MODEL, LOSS, OPT, DATA, steps=6, checkpoint_dir=d, **kw)
+    resumed = ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d, **kw)
+    _leaves_equal(straight.state, resumed.state)
+    for k in ("loss", "test_loss", "eval_step"):
+        np.testing.assert_array_equal(straight.history[k], resumed.history[k])
+    with pytest.raises(ValueError, match="num_members"):
+        ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d,
+                       **{**kw, "num_members": 2})
+
+
+def test_divergence_is_raised_or_flagged():
+    keys = ensemble.member_keys(jr.key(12), 3)
+    hp = {"lr": jnp.array([0.1, 1e4, 0.05])}
+    with pytest.raises(train.NonFiniteLossError, match=r"members \[1\]") as e:
+        ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp, **KW)
+    assert e.value.members == [1]
+    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp,
+                         on_nonfinite="flag", **KW)
+    d = pop.history["diverged_step"]
+    assert d[0] == -1 and d[2] == -1 and d[1] == e.value.step
+    assert np.all(np.isfinite(pop.history["loss"][[0, 2]]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(), "key"),
+        (dict(key=jr.key(0)), "num_members"),
+        (dict(key=jr.key(0), keys=ensemble.member_keys(jr.key(0), 2)), "key"),
+        (dict(keys=ensemble.member_keys(jr.key(0), 2), num_members=3), "expected 3 keys"),
+        (dict(key=jr.key(0), num_members=2, hyperparams={"lr": jnp.ones(3)}), "hyperparams"),
+        (dict(key=jr.key(0), num_members=2, batch_size=100), "batch_size"),
+        (dict(key=jr.key(0), num_members=2, member_chunk_size=0), "member_chunk_size"),
+        (dict(key=jr.key(0), num_members=2, on_nonfinite="ignore"), "on_nonfinite"),
+    ],
+)
+def test_train_validates_arguments(kwargs, match):
+    args = dict(steps=3, batch_size=8, progress=False)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        ensemble.train(MODEL, LOSS, OPT, DATA, **args)
+
+
+def test_summary_table_and_exports(tmp_path):
+    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, key=jr.key(13), num_members=3,
+                         hyperparams={"lr": jnp.array([0.01, 0.1, 0.3])}, **KW)
+    table = ensemble.summary(pop, LOSS, DATA, measures={"first_bias": lambda p, d: p["Dense_0"]["bias"][0]})
+    for i in range(3):
+        p = pop.member(i)
+        np.testing.assert_allclose(table["test_loss"][i], LOSS(p, DATA.test), rtol=1e-5)
+        np.testing.assert_allclose(table["train_loss"][i], LOSS(p, DATA.train), rtol=1e-5)
+        np.testing.assert_allclose(table["test_accuracy"][i], ll.losses.accuracy(MODEL)(p, DATA.test))
+        norm = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(p)))
+        np.testing.assert_allclose(table["weight_norm"][i], norm, rtol=1e-5)
+        np.testing.assert_allclose(table["first_bias"][i], p["Dense_0"]["bias"][0])
+    np.testing.assert_allclose(table["gap"], table["test_loss"] - table["train_loss"])
+    np.testing.assert_allclose(table["lr"], [0.01, 0.1, 0.3])
+    rows = json.loads(table.to_json(str(tmp_path / "t.json")))
+    assert len(rows) == 3 and rows[1]["member"] == 1
+    assert rows[2]["test_loss"] == pytest.approx(float(table["test_loss"][2]))
+    csv_text = table.to_csv(str(tmp_path / "t.csv"))
+    assert csv_text.splitlines()[0].split(",") == table.names
+    assert len(csv_text.splitlines()) == 4
+    assert "test_loss" in str(table)
+    with pytest.raises(ValueError, match="measures"):
+        ensemble.summary(pop, LOSS, DATA, measures=["no_such_measure"])
+
+
+@pytest.mark.parametrize("method, ref", [("kendall", scipy.stats.kendalltau),
+                                         ("spearman", scipy.stats.spearmanr)])
+def test_rank_correlation_matches_scipy(method, ref):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a = rng.integers(0, 5, 12).astype(float)  # many ties
+        b = a + rng.integers(0, 4, 12)
+        r = ensemble.rank_correlation(a, b, method=method)
+        np.testing.assert_allclose(r.value, ref(a, b)[0], rtol=1e-12)
+        assert np.isnan(r.low)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    np.testing.assert_allclose(ensemble.rank_correlation(a, b, method=method).value,
+                               ref(a, b)[0], rtol=1e-12)
+
+
+def test_rank_correlation_bootstrap():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=60)
+    y = x + rng.normal(size=60)
+    r = ensemble.rank_correlation(x, y, key=jr.key(0), num_bootstrap=500)
+    assert r.low < r.value < r.high and r.n == 60
+    # Bootstrap std of Kendall's tau vs its large-sample value under this model: for a
+    # bivariate normal with correlation rho, Var(tau) ~ (4/n) * Var(h1) where h1 is the
+    # projection; a loose check is that stderr is of the order of 1/sqrt(n).
+    assert 0.2 / np.sqrt(60) < r.stderr < 1.0 / np.sqrt(60)
+    # Deterministic given the key; NaNs dropped pairwise.
+    assert ensemble.rank_correlation(x, y, key=jr.key(0), num_bootstrap=500) == r
+    y2 = y.copy()
+    y2[3] = np.nan
+    assert ensemble.rank_correlation(x, y2, key=jr.key(0), num_bootstrap=50).n == 59
+    with pytest.raises(ValueError, match="method"):
+        ensemble.rank_correlation(x, y, method="pearson")

@@ -1,0 +1,347 @@
+"""Tests for the local learning coefficient (lljax.llc via lljax.landscape)."""
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import lljax as ll
+
+# ----------------------------------------------------------------------------------------
+# Closed forms.
+
+
+def test_deep_linear_with_one_hidden_layer_is_reduced_rank_regression():
+    # Two independent formulas (Aoyagi & Watanabe 2005 by cases; Aoyagi 2024 by subsets).
+    for m in range(1, 8):
+        for h in range(1, 8):
+            for n in range(1, 8):
+                for r in range(min(m, h, n) + 1):
+                    a = ll.landscape.rrr_learning_coefficient(m, h, n, r)
+                    b = ll.landscape.deep_linear_learning_coefficient([m, h, n], r)
+                    assert a == pytest.approx(b), (m, h, n, r)
+
+
+def test_closed_forms_known_values():
+    rrr = ll.landscape.rrr_learning_coefficient
+    dln = ll.landscape.deep_linear_learning_coefficient
+    # Full-rank truth with H ≤ min(M, N): the rank-H matrices, a manifold of dim H(M+N−H).
+    assert rrr(6, 2, 4, 2) == 2 * (6 + 4 - 2) / 2
+    # A wide hidden layer cannot exceed the function-space dimension: MN/2.
+    assert rrr(2, 9, 3, 1) == 3.0
+    # Zero truth, one hidden unit: λ = (M + N)/4 rounded by the parity rule (case 1).
+    assert rrr(3, 1, 3, 0) == (2 * 1 * 6 - 0 - 1 + 1) / 8
+    # Deep, all widths equal and true rank full: the regular count of an H×H matrix.
+    assert dln([3, 3, 3, 3], 3) == 4.5
+    # Monotone in the true rank and never above the parameter count / 2.
+    for widths in ([4, 3, 2, 5], [5, 6, 6, 6, 5], [2, 7, 3]):
+        values = [dln(widths, r) for r in range(min(widths) + 1)]
+        assert values == sorted(values)
+        assert values[-1] <= sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False)) / 2
+    with pytest.raises(ValueError, match="true_rank"):
+        dln([3, 2, 3], 3)
+    with pytest.raises(ValueError, match="widths"):
+        dln([3, 3], 1)
+    with pytest.raises(ValueError, match="rank"):
+        rrr(3, 2, 3, 5)
+
+
+# ----------------------------------------------------------------------------------------
+# Diagnostics.
+
+
+def test_ess_and_rhat_on_known_processes():
+    m, n = 4, 4000
+    iid = jr.normal(jr.key(0), (m, n))
+    ess = float(ll.landscape.effective_sample_size(iid))
+    assert 0.85 * m * n < ess < 1.15 * m * n
+    assert abs(float(ll.landscape.split_rhat(iid)) - 1) < 0.01
+    # AR(1): ESS = MN (1 − φ)/(1 + φ).
+    phi = 0.8
+    eps = jr.normal(jr.key(1), (n, m))
+    x = jax.lax.scan(lambda c, e: (phi * c + e, phi * c + e), jnp.zeros(m), eps)[1].T
+    ess = float(ll.landscape.effective_sample_size(x))
+    expected = m * n * (1 - phi) / (1 + phi)
+    assert 0.75 * expected < ess < 1.25 * expected, (ess, expected)
+    # Chains with different means do not mix.
+    shifted = iid + jnp.arange(m)[:, None]
+    assert float(ll.landscape.split_rhat(shifted)) > 1.5
+
+
+# ----------------------------------------------------------------------------------------
+# Regular model: linear regression, where the localised posterior is exactly Gaussian.
+
+D, N = 4, 256
+
+
+def _regression():
+    data = ll.data.linear_regression(key=jr.key(0), num_train=N, num_test=8, dim=D, noise=0.5)
+    model = ll.models.mlp([D, 1], activation="identity", bias=False)
+    loss_fn = ll.losses.mse(model)
+    x, y = data.x_train, data.y_train
+    w_ls = jnp.linalg.solve(x.T @ x, x.T @ y)  # the exact minimum of L_n
+    return data, loss_fn, {"Dense_0": {"kernel": w_ls}}, np.linalg.eigvalsh(np.asarray(x.T @ x / N))
+
+
+REG = _regression()
+
+
+def _sgld_exact(h, nbeta, gamma, eps):
+    """λ of the SGLD chain's exact stationary law on the quadratic L_n (full batch, T = 1)."""
+    p = nbeta * h + gamma
+    return float(np.sum(0.5 * nbeta * h / (p * (1 - eps * p / 2))))
+
+
+def test_llc_regular_model_matches_exact_discrete_sgld_and_d_over_2():
+    data, loss_fn, w, h = REG
+    nbeta, gamma, eps = N / np.log(N), 1.0, 8e-3
+    r = ll.landscape.llc(
+        loss_fn,
+        w,
+        data,
+        key=jr.key(1),
+        num_chains=16,
+        num_draws=2000,
+        num_burnin=200,
+        step_size=eps,
+        localization=gamma,
+        batch_size=None,
+    )
+    assert float(r.nbeta) == pytest.approx(nbeta)  # default n / log n
+    assert float(r.lambda_max) == pytest.approx(h.max(), rel=1e-2)  # 20 power iterations
+    exact = _sgld_exact(h, nbeta, gamma, eps)
+    se = float(r.stderr)
+    assert abs(float(r.mean) - exact) < 4 * se, (float(r.mean), exact, se)
+    # The step-size bias is resolved (the continuum Gibbs value is rejected) ...
+    gibbs = _sgld_exact(h, nbeta, gamma, 0.0)
+    assert exact - gibbs > 6 * se
+    # ... and d/2 holds up to that bias and the γ/nβ pull.
+    assert abs(float(r.mean) - D / 2) < 4 * se + abs(exact - D / 2)
+    assert r.warnings == ()
+    assert r.loss_trace.shape == (16, 2000) and r.per_chain.shape == (16,)
+    assert float(r.rhat) < 1.05 and float(r.ess) > 1000
+
+
+def test_llc_mala_is_unbiased_where_sgld_is_not():
+    data, loss_fn, w, h = REG
+    nbeta, gamma, eps = N / np.log(N), 1.0, 8e-3
+    r = ll.landscape.llc(
+        loss_fn,
+        w,
+        data,
+        key=jr.key(2),
+        num_chains=16,
+        num_draws=2000,
+        num_burnin=200,
+        step_size=eps,
+        localization=gamma,
+        sampler="mala",
+    )
+    gibbs = _sgld_exact(h, nbeta, gamma, 0.0)
+    se = float(r.stderr)
+    assert abs(float(r.mean) - gibbs) < 4 * se, (float(r.mean), gibbs, se)
+    assert _sgld_exact(h, nbeta, gamma, eps) - gibbs > 6 * se
+    assert 0.5 < float(r.acceptance) <= 1.0
+
+
+def test_llc_minibatch_regular_model_close_to_d_over_2():
+    data, loss_fn, w, _ = REG
+    r = ll.landscape.llc(
+        loss_fn,
+        w,
+        data,
+        key=jr.key(3),
+        num_chains=8,
+        num_draws=2000,
+        num_burnin=300,
+        step_size=2e-3,
+        batch_size=64,
+    )
+    # Minibatch gradient noise adds ≈ ε nβ² λ_max / (2B) ≈ 3% here on top of the step bias.
+    assert abs(float(r.mean) / (D / 2) - 1) < 0.1 + 3 * float(r.stderr) / (D / 2), float(r.mean)
+
+
+def test_llc_warns_on_unstable_step_and_non_minimum():
+    data, loss_fn, w, h = REG
+    r = ll.landscape.llc(
+        loss_fn,
+        w,
+        data,
+        key=jr.key(4),
+        num_chains=2,
+        num_draws=40,
+        num_burnin=0,
+        step_size=0.5,
+        batch_size=None,
+    )
+    assert float(r.stability) > 2
+    assert any("unstable" in m for m in r.warnings)
+    assert any("non-finite" in m for m in r.warnings)
+    far = jax.tree.map(lambda p: p + 1.0, w)
+    r = ll.landscape.llc(
+        loss_fn,
+        far,
+        data,
+        key=jr.key(4),
+        num_chains=2,
+        num_draws=40,
+        num_burnin=0,
+        step_size=1e-3,
+        batch_size=None,
+    )
+    assert float(r.mean) < 0 and any("negative" in m for m in r.warnings)
+
+
+def test_llc_bad_arguments():
+    data, loss_fn, w, _ = REG
+    with pytest.raises(ValueError, match="sampler"):
+        ll.landscape.llc(loss_fn, w, data, key=jr.key(0), sampler="hmc")
+    with pytest.raises(ValueError, match="record_every"):
+        ll.landscape.llc(loss_fn, w, data, key=jr.key(0), num_draws=10, record_every=3)
+    with pytest.raises(ValueError, match="num_chains"):
+        ll.landscape.llc(loss_fn, w, data, key=jr.key(0), num_chains=0)
+    with pytest.raises(ValueError, match="data"):
+        ll.landscape.llc(loss_fn, w, "data", key=jr.key(0))
+
+
+# ----------------------------------------------------------------------------------------
+# One compiled program: chunks, resume, record_every, vmap over populations/checkpoints.
+
+SMALL = dict(num_chains=3, num_draws=60, num_burnin=30, step_size=2e-3, batch_size=32)
+
+
+def test_llc_chunked_resume_is_exact_and_record_every_averages():
+    data, loss_fn, w, _ = REG
+    full = ll.landscape.llc(loss_fn, w, data, key=jr.key(5), **SMALL)
+    states = []
+    chunked = ll.landscape.llc(
+        loss_fn, w, data, key=jr.key(5), chunk_size=25, callback=states.append, **SMALL
+    )
+    np.testing.assert_array_equal(full.loss_trace, chunked.loss_trace)
+    assert len(states) == 4 and int(states[1].step) == 50
+    # Resume from a checkpoint that went through host memory.
+    saved = jax.tree.map(np.asarray, states[1])
+    resumed = ll.landscape.llc(loss_fn, w, data, key=jr.key(99), resume=saved, **SMALL)
+    np.testing.assert_array_equal(full.loss_trace, resumed.loss_trace)
+    assert float(full.mean) == float(resumed.mean)
+    blocks = ll.landscape.llc(loss_fn, w, data, key=jr.key(5), record_every=20, **SMALL)
+    assert blocks.loss_trace.shape == (3, 3)
+    np.testing.assert_allclose(
+        blocks.loss_trace, full.loss_trace.reshape(3, 3, 20).mean(-1), rtol=1e-5
+    )
+    np.testing.assert_allclose(blocks.mean, full.mean, rtol=1e-4)
+
+
+def test_llc_vmaps_over_population_and_checkpoints():
+    data, loss_fn, w, _ = REG
+    stack = jax.tree.map(lambda p: jnp.stack([p, 0.99 * p, 1.01 * p]), w)
+    keys = jr.split(jr.key(6), 3)
+    f = lambda p, k: ll.landscape.llc_samples(loss_fn, p, data, key=k, **SMALL)
+    batched = jax.jit(jax.vmap(f))(stack, keys)
+    assert batched.per_chain.shape == (3, 3) and batched.loss_trace.shape == (3, 3, 60)
+    for i in range(3):
+        one = ll.landscape.llc(
+            loss_fn, jax.tree.map(lambda p: p[i], stack), data, key=keys[i], **SMALL
+        )
+        np.testing.assert_allclose(batched.per_chain[i], one.per_chain, rtol=1e-4, atol=1e-4)
+    # llc itself under vmap (a stack of checkpoints, one shared key): arrays, no warnings.
+    curve = jax.vmap(lambda p: ll.landscape.llc(loss_fn, p, data, key=jr.key(7), **SMALL))(stack)
+    assert curve.mean.shape == (3,) and curve.warnings == ()
+    # Per-member step sizes reuse the same program.
+    sweep = jax.vmap(
+        lambda e: ll.landscape.llc_samples(
+            loss_fn, w, data, key=jr.key(8), **{**SMALL, "step_size": e}
+        )
+    )(jnp.array([1e-3, 2e-3]))
+    assert sweep.mean.shape == (2,) and bool(jnp.all(jnp.isfinite(sweep.mean)))
+
+
+@pytest.mark.parametrize("sampler", ["psgld", "sghmc"])
+def test_llc_other_samplers_run(sampler):
+    data, loss_fn, w, _ = REG
+    r = ll.landscape.llc(loss_fn, w, data, key=jr.key(9), sampler=sampler, **SMALL)
+    assert bool(jnp.all(jnp.isfinite(r.loss_trace))) and np.isnan(float(r.acceptance))
+
+
+def test_llc_float64(x64):
+    data, loss_fn, w, _ = REG
+    data64 = data.astype(jnp.float64)
+    w64 = jax.tree.map(lambda p: p.astype(jnp.float64), w)
+    r = ll.landscape.llc(loss_fn, w64, data64, key=jr.key(10), **SMALL)
+    assert r.loss_trace.dtype == jnp.float64 and r.mean.dtype == jnp.float64
+
+
+# ----------------------------------------------------------------------------------------
+# Deep linear networks against Aoyagi (2024).
+
+
+def _dln_problem(widths, rank, *, n=200, seed=0):
+    """Noise-free teacher y = x A B of rank r and a DLN w* realising it exactly.
+
+    Without label noise L_n(w*) = 0 and L_n = K_n, so nβ is a free inverse temperature.
+    """
+    m, out = widths[0], widths[-1]
+    k = jr.split(jr.key(seed), 3)
+    a = jr.normal(k[0], (m, rank))
+    b = jr.normal(k[1], (rank, out))
+    x = jr.normal(k[2], (n, m))
+    model = ll.models.mlp(widths, activation="identity", bias=False)
+    params = {}
+    num_layers = len(widths) - 1
+    for i in range(num_layers):
+        kern = jnp.zeros((widths[i], widths[i + 1]))
+        if i == 0:
+            kern = kern.at[:, :rank].set(a)
+        elif i == num_layers - 1:
+            kern = kern.at[:rank, :].set(b)
+        else:
+            kern = kern.at[:rank, :rank].set(jnp.eye(rank))
+        params[f"Dense_{i}"] = {"kernel": kern}
+    if num_layers == 1:
+        params["Dense_0"]["kernel"] = a @ b
+    return ll.losses.mse(model), params, (x, x @ a @ b)
+
+
+def _dln_llc(widths, rank, *, stability, num_draws=4000, key=1):
+    """λ̂ with the step size set from the exact top Hessian eigenvalue: ε nβ λ_max = stability."""
+    loss_fn, params, data = _dln_problem(widths, rank)
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    hess = jax.hessian(lambda v: loss_fn(unravel(v), data))(flat)
+    nbeta = 1000.0
+    step_size = stability / (nbeta * float(jnp.linalg.eigvalsh(hess)[-1]))
+    return ll.landscape.llc(
+        loss_fn,
+        params,
+        data,
+        key=jr.key(key),
+        num_chains=8,
+        num_draws=num_draws,
+        num_burnin=1000,
+        step_size=step_size,
+        nbeta=nbeta,
+        batch_size=None,
+    )
+
+
+def test_llc_deep_linear_shallow_rank_deficient_within_10_percent():
+    r = _dln_llc([4, 3, 4], 1, stability=0.3)
+    lam = ll.landscape.deep_linear_learning_coefficient([4, 3, 4], 1)
+    assert abs(float(r.mean) / lam - 1) < 0.10, (float(r.mean), float(r.stderr), lam)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "widths, rank",
+    [
+        ([3, 3, 3], 3),  # shallow, full rank
+        ([4, 5, 5, 4], 2),  # deep, rank deficient
+        ([5, 4, 3, 4, 5], 1),  # deeper, bottleneck, rank 1
+        ([3, 4, 4, 4, 3], 3),  # deep, full rank
+    ],
+)
+def test_llc_deep_linear_within_10_percent(widths, rank):
+    r = _dln_llc(widths, rank, stability=0.2, num_draws=8000)
+    lam = ll.landscape.deep_linear_learning_coefficient(widths, rank)
+    assert abs(float(r.mean) / lam - 1) < 0.10, (float(r.mean), float(r.stderr), lam)

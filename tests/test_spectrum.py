@@ -1,0 +1,389 @@
+"""Tests for lljax.spectrum against exact references (dense eigh, closed forms)."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import lljax as ll
+from lljax import spectrum
+from lljax.curvature import Operator, from_matrix
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _orthogonal(n, seed):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    return q
+
+
+def _with_spectrum(eigenvalues, seed=0, dtype=jnp.float32):
+    """A symmetric matrix with the given eigenvalues in a random basis (built in float64)."""
+    lam = np.asarray(eigenvalues, np.float64)
+    q = _orthogonal(lam.size, seed)
+    return jnp.asarray((q * lam) @ q.T, dtype)
+
+
+def _test_spectrum(n=120, seed=0):
+    """Negative and positive bulk plus separated outliers at both ends."""
+    rng = np.random.default_rng(seed)
+    bulk = rng.uniform(-1.0, 2.0, n - 8)
+    return np.concatenate([[-9.0, -7.5, -6.0, -5.0], bulk, [5.5, 7.0, 8.0, 10.0]])
+
+
+def _exact(a):
+    return np.linalg.eigvalsh(np.asarray(a, np.float64))
+
+
+def _wanted(ex, which, k):
+    if which == "LA":
+        return ex[::-1][:k]
+    if which == "SA":
+        return ex[:k]
+    return ex[np.argsort(-np.abs(ex))][:k]
+
+
+@functools.partial(jax.jit, static_argnames=("k", "num_steps", "tol", "max_restarts"))
+def _eigsh_all(a, key, k=4, num_steps=None, tol=None, max_restarts=100):
+    op = from_matrix(a)
+    return {
+        w: spectrum.eigsh(
+            op, k, w, key=key, num_steps=num_steps, tol=tol, max_restarts=max_restarts
+        )
+        for w in ("LA", "SA", "LM")
+    }
+
+
+def _mlp_problem(activation, dtype, seed=0):
+    model = ll.models.mlp([6, 10, 8, 3], activation=activation, dtype=dtype)
+    params = model.init(jax.random.key(seed))
+    x = jax.random.normal(jax.random.key(seed + 1), (24, 6), dtype)
+    y = jax.random.randint(jax.random.key(seed + 2), (24,), 0, 3)
+    return model, params, (x, y)
+
+
+def _hvp_operator(model, params, batch):
+    """Forward-over-reverse Hessian of the cross-entropy on raveled params."""
+    flat, unravel = ravel_pytree(params)
+    loss_fn = ll.losses.cross_entropy(model)
+    grad = jax.grad(lambda f: loss_fn(unravel(f), batch))
+    return Operator(lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size, flat.dtype, unravel)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "k"))
+def _mlp_top_bottom(model, params, batch, key, k=4):
+    op = _hvp_operator(model, params, batch)
+    return spectrum.eigsh(op, k, "LA", key=key), spectrum.eigsh(op, k, "SA", key=key)
+
+
+def _w1(x1, w1, x2, w2):
+    """Wasserstein-1 distance between two weighted point sets on the line."""
+    x = np.concatenate([x1, x2])
+    order = np.argsort(x)
+    f1 = np.cumsum(np.concatenate([w1, np.zeros_like(w2)])[order])
+    f2 = np.cumsum(np.concatenate([np.zeros_like(w1), w2])[order])
+    return float(np.sum(np.abs(f1 - f2)[:-1] * np.diff(x[order])))
+
+
+# ----------------------------------------------------------------------------- lanczos
+
+
+def test_lanczos_basis_orthonormal_and_tridiagonalises(x64):
+    a = _with_spectrum(_test_spectrum(80), dtype=jnp.float64)
+    res = jax.jit(
+        lambda a: spectrum.lanczos(from_matrix(a), num_steps=30, key=jax.random.key(0),
+                                   return_basis=True)
+    )(a)
+    q = np.asarray(res.basis)
+    assert res.alpha.dtype == jnp.float64 and not bool(res.breakdown)
+    assert np.abs(q @ q.T - np.eye(30)).max() < 1e-13
+    t = np.diag(res.alpha) + np.diag(res.beta[:-1], 1) + np.diag(res.beta[:-1], -1)
+    np.testing.assert_allclose(q @ np.asarray(a) @ q.T, t, atol=1e-12)
+    # Ritz bounds bound the true residuals.
+    r = spectrum.ritz(res)
+    y = np.asarray(r.vectors)
+    true = np.linalg.norm(np.asarray(a) @ y - y * np.asarray(r.values), axis=0)
+    assert np.all(true <= np.asarray(r.bounds) + 1e-11)
+    np.testing.assert_allclose(np.asarray(r.weights).sum(), 1.0, rtol=1e-12)
+
+
+def test_lanczos_float32_orthogonality_and_scalar_dtype():
+    a = _with_spectrum(_test_spectrum(80))
+    res = spectrum.lanczos(from_matrix(a), num_steps=40, key=jax.random.key(1), return_basis=True)
+    q = np.asarray(res.basis, np.float64)
+    assert res.alpha.dtype == jnp.float32
+    assert np.abs(q @ q.T - np.eye(40)).max() < 2e-6
+
+
+def test_lanczos_scalars_in_float64_for_float32_operator(x64):
+    a = _with_spectrum(_test_spectrum(40), dtype=jnp.float32)
+    res = spectrum.lanczos(from_matrix(a), num_steps=10, key=jax.random.key(1))
+    assert res.alpha.dtype == jnp.float64 and res.beta.dtype == jnp.float64
+
+
+def test_lanczos_without_reorthogonalisation_matches_moments():
+    a = _with_spectrum(_test_spectrum(80))
+    v0 = jnp.ones(80) / jnp.sqrt(80.0)
+    full = spectrum.lanczos(from_matrix(a), num_steps=6, key=jax.random.key(0), v0=v0)
+    local = spectrum.lanczos(
+        from_matrix(a), num_steps=6, key=jax.random.key(0), v0=v0, reorthogonalize=False
+    )
+    # Few steps: both are exact Lanczos, so the tridiagonals agree.
+    np.testing.assert_allclose(full.alpha, local.alpha, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(full.beta, local.beta, rtol=1e-4, atol=1e-5)
+
+
+def test_breakdown_with_few_distinct_eigenvalues_no_nan():
+    lam = np.repeat([1.0, 2.0, 5.0], [50, 50, 20])
+    a = _with_spectrum(lam, seed=3)
+    res = spectrum.lanczos(from_matrix(a), num_steps=12, key=jax.random.key(0), return_basis=True)
+    assert bool(res.breakdown) and int(res.num_valid) == 3 and int(res.num_breakdowns) >= 3
+    assert np.all(np.isfinite(res.alpha)) and np.all(np.isfinite(res.beta))
+    q = np.asarray(res.basis, np.float64)
+    assert np.abs(q @ q.T - np.eye(12)).max() < 1e-5  # restarts stay orthogonal
+    r = spectrum.ritz(res)
+    dist = np.min(np.abs(np.asarray(r.values)[:, None] - np.array([1.0, 2.0, 5.0])), axis=1)
+    assert dist.max() < 1e-4
+    # Quadrature weights live on the first Krylov block only and still sum to one.
+    np.testing.assert_allclose(np.asarray(r.weights).sum(), 1.0, rtol=1e-5)
+    # eigsh finds the multiplicity through the restarts.
+    top = spectrum.eigsh(from_matrix(a), k=3, key=jax.random.key(2))
+    np.testing.assert_allclose(top.eigenvalues, [5.0, 5.0, 5.0], rtol=1e-5)
+    d = spectrum.density(from_matrix(a), key=jax.random.key(3), num_probes=8, num_steps=10)
+    assert np.all(np.isfinite(d.nodes)) and np.all(np.isfinite(d.weights))
+    mass5 = np.sum(np.where(np.abs(np.asarray(d.nodes) - 5.0) < 1e-3, d.weights, 0.0), axis=1)
+    assert abs(mass5.mean() - 20 / 120) < 4 * mass5.std(ddof=1) / np.sqrt(8) + 1e-3
+
+
+def test_memory_budget_error_names_low_memory_path():
+    a = _with_spectrum(_test_spectrum(40))
+    with pytest.raises(ValueError, match="reorthogonalize=False"):
+        spectrum.lanczos(from_matrix(a), num_steps=20, key=jax.random.key(0), memory_budget=1000)
+    with pytest.raises(ValueError, match="num_steps"):
+        spectrum.eigsh(from_matrix(a), k=2, key=jax.random.key(0), memory_budget=1000)
+    # The O(size) path ignores the basis budget.
+    res = spectrum.lanczos(
+        from_matrix(a), num_steps=20, key=jax.random.key(0), memory_budget=1000,
+        reorthogonalize=False,
+    )
+    assert res.basis is None and np.all(np.isfinite(res.alpha))
+
+
+def test_bad_arguments_raise_clear_errors():
+    op = from_matrix(jnp.eye(5))
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="which"):
+        spectrum.eigsh(op, k=2, which="BE", key=key)
+    with pytest.raises(ValueError, match="k:"):
+        spectrum.eigsh(op, k=0, key=key)
+    with pytest.raises(ValueError, match="num_steps"):
+        spectrum.lanczos(op, num_steps=6, key=key)
+    with pytest.raises(ValueError, match="method"):
+        spectrum.trace(op, key=key, method="exact")
+    with pytest.raises(ValueError, match="sigma/preset"):
+        spectrum.density(op, key=key, num_probes=2, num_steps=3).smooth()
+
+
+# ----------------------------------------------------------------------------- eigsh
+
+
+def test_eigsh_random_matrix_float64(x64):
+    a = _with_spectrum(_test_spectrum(), dtype=jnp.float64)
+    ex = _exact(a)
+    out = _eigsh_all(a, jax.random.key(0))
+    for which, r in out.items():
+        ref = _wanted(ex, which, 4)
+        np.testing.assert_allclose(r.eigenvalues, ref, rtol=1e-8, err_msg=which)
+        assert np.asarray(r.residuals).max() < 1e-8 * np.abs(ex).max(), which
+        assert bool(np.all(r.converged))
+        v = np.asarray(r.eigenvectors)
+        np.testing.assert_allclose(np.abs(v.T @ v), np.eye(4), atol=1e-10)
+
+
+def test_eigsh_random_matrix_float32():
+    a = _with_spectrum(_test_spectrum())
+    ex = _exact(a)
+    out = _eigsh_all(a, jax.random.key(0))
+    for which, r in out.items():
+        ref = _wanted(ex, which, 4)
+        np.testing.assert_allclose(r.eigenvalues, ref, rtol=1e-4, err_msg=which)
+        assert np.asarray(r.residuals).max() < 1e-4 * np.abs(ex).max(), which
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_eigsh_mlp_hessian_top_and_bottom(activation, dtype, request):
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    dt = jnp.dtype(dtype)
+    model, params, batch = _mlp_problem(activation, dt)
+    dense = _hvp_operator(model, params, batch).dense()
+    ex = _exact((dense + dense.T) / 2)
+    assert ex[0] < 0 < ex[-1]  # a saddle: both ends are meaningful
+    top, bottom = _mlp_top_bottom(model, params, batch, jax.random.key(7))
+    rtol, rres = (1e-8, 1e-8) if dtype == "float64" else (1e-4, 1e-4)
+    np.testing.assert_allclose(top.eigenvalues, ex[::-1][:4], rtol=rtol)
+    np.testing.assert_allclose(bottom.eigenvalues, ex[:4], rtol=rtol)
+    scale = np.abs(ex).max()
+    assert np.asarray(top.residuals).max() < rres * scale
+    assert np.asarray(bottom.residuals).max() < rres * scale
+
+
+def test_eigsh_tolerance_mode_restarts_until_converged(x64):
+    a = _with_spectrum(_test_spectrum(), dtype=jnp.float64)
+    ex = _exact(a)
+    fixed = spectrum.eigsh(from_matrix(a), 3, "SA", key=jax.random.key(1), num_steps=10,
+                           max_restarts=0, tol=1e-10)
+    assert not bool(np.all(fixed.converged))  # ten steps are not enough ...
+    r = spectrum.eigsh(from_matrix(a), 3, "SA", key=jax.random.key(1), num_steps=10, tol=1e-10)
+    assert int(r.num_restarts) > 0 and bool(np.all(r.converged))  # ... restarts are
+    assert np.all(np.asarray(r.residuals) <= 1e-9 * np.abs(np.asarray(r.eigenvalues)))
+    np.testing.assert_allclose(r.eigenvalues, ex[:3], rtol=1e-10)
+    assert int(r.num_matvecs) > 10
+
+
+def test_eigsh_vmap_over_population_equals_loop():
+    model = ll.models.mlp([6, 10, 8, 3], activation="tanh")
+    pop = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 3))
+    _, _, batch = _mlp_problem("tanh", jnp.float32)
+
+    @jax.jit
+    def top2(params):
+        return spectrum.eigsh(_hvp_operator(model, params, batch), 2, key=jax.random.key(1))
+
+    batched = jax.vmap(top2)(pop)
+    for i in range(3):
+        one = top2(jax.tree.map(lambda p, i=i: p[i], pop))
+        np.testing.assert_allclose(batched.eigenvalues[i], one.eigenvalues, rtol=1e-5)
+        assert int(batched.num_restarts[i]) == int(one.num_restarts)
+
+
+def test_power_iteration_baseline():
+    a = _with_spectrum(_test_spectrum(60))
+    ex = _exact(a)
+    r = spectrum.power_iteration(from_matrix(a), key=jax.random.key(0), num_iters=500, tol=1e-7)
+    np.testing.assert_allclose(r.eigenvalue, ex[np.argmax(np.abs(ex))], rtol=1e-4)
+    assert float(r.residual) < 1e-2 * abs(ex).max()
+    loose = spectrum.power_iteration(from_matrix(a), key=jax.random.key(0), num_iters=3)
+    assert int(loose.num_iters) == 3
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+def test_hutchinson_and_hutchpp_within_error_bars_and_hutchpp_better():
+    # Low-rank dominated: 10 large eigenvalues over a small bulk.
+    lam = np.concatenate([np.geomspace(100.0, 10.0, 10), np.full(290, 0.1)])
+    op = from_matrix(_with_spectrum(lam, seed=5))
+    exact = lam.sum()
+    keys = jax.random.split(jax.random.key(0), 16)
+    hutch = jax.vmap(lambda k: spectrum.trace(op, key=k, num_probes=60))(keys)
+    hpp = jax.vmap(lambda k: spectrum.trace(op, key=k, num_probes=60, method="hutch++"))(keys)
+    for est in (hutch, hpp):
+        z = np.abs(np.asarray(est.value) - exact) / np.asarray(est.stderr)
+        assert np.mean(z <= 3.0) >= 14 / 16
+    rms = lambda est: np.sqrt(np.mean((np.asarray(est.value) - exact) ** 2))
+    assert rms(hpp) < rms(hutch) / 5
+    assert np.mean(hpp.stderr) < np.mean(hutch.stderr) / 5
+
+
+def test_diagonal_within_error_bars():
+    a = _with_spectrum(_test_spectrum(50), seed=2)
+    est = spectrum.diagonal(from_matrix(a), key=jax.random.key(0), num_probes=400)
+    z = np.abs(np.asarray(est.value) - np.diag(np.asarray(a))) / np.asarray(est.stderr)
+    assert np.mean(z <= 3.0) >= 0.94 and z.max() < 5.0
+
+
+def test_negative_fraction_within_error_bar():
+    rng = np.random.default_rng(1)
+    lam = np.concatenate([-rng.uniform(0.5, 3.0, 60), rng.uniform(0.5, 4.0, 140)])
+    op = from_matrix(_with_spectrum(lam, seed=1))
+    exact = float(spectrum.exact_negative_fraction(op))
+    assert exact == pytest.approx(0.3)
+    f = spectrum.negative_fraction(op, key=jax.random.key(0), num_probes=32, num_steps=40)
+    assert 0 < float(f.stderr) < 0.05
+    assert abs(float(f.value) - exact) <= 3 * float(f.stderr)
+
+
+def test_exact_negative_fraction_on_mlp_hessian(x64):
+    model, params, batch = _mlp_problem("tanh", jnp.float64)
+    op = _hvp_operator(model, params, batch)
+    ex = _exact(op.dense())
+    tol = op.size * np.finfo(np.float64).eps * np.abs(ex).max()
+    assert float(spectrum.exact_negative_fraction(op)) == pytest.approx(np.mean(ex < -tol))
+
+
+# ----------------------------------------------------------------------------- density
+
+
+def test_slq_wasserstein_distance_shrinks_with_probes_and_steps():
+    lam = _test_spectrum(300, seed=4)
+    op = from_matrix(_with_spectrum(lam, seed=4))
+    uniform = np.full(lam.size, 1.0 / lam.size)
+    dists = []
+    for probes, steps in [(2, 4), (4, 12), (16, 40)]:
+        d = spectrum.density(op, key=jax.random.key(0), num_probes=probes, num_steps=steps)
+        w = np.asarray(d.weights, np.float64)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-5)
+        dists.append(_w1(np.ravel(d.nodes), np.ravel(w) / probes, lam, uniform))
+    assert dists[0] > 1.5 * dists[1] > 2.25 * dists[2], dists
+
+
+def test_density_smoothing_presets_and_normalisation():
+    lam = _test_spectrum(100, seed=6)
+    d = spectrum.density(from_matrix(_with_spectrum(lam, seed=6)), key=jax.random.key(0),
+                         num_probes=4, num_steps=20)
+    nodes = np.asarray(d.nodes, np.float64)
+    lo, hi = nodes.min(axis=1).mean() - 0.01, nodes.max(axis=1).mean() + 0.01
+    np.testing.assert_allclose(d.sigma("pyhessian"), np.sqrt(1e-5 * max(1.0, hi - lo)), rtol=1e-5)
+    b = np.asarray(d.bounds, np.float64)
+    lo, hi = (nodes - b).min(), (nodes + b).max()
+    half = (hi - lo) * 1.1 / 2
+    want = half * 2 / (19 * np.sqrt(8 * np.log(3.0)))
+    np.testing.assert_allclose(d.sigma("papyan"), want, rtol=1e-5)
+    grid = jnp.linspace(-15.0, 15.0, 3001)
+    for sm in (d.smooth(grid, 0.3), d.smooth(grid, preset="papyan")):
+        mass = float(jnp.sum(sm.density) * (grid[1] - grid[0]))
+        assert mass == pytest.approx(1.0, abs=1e-3)
+        assert sm.stderr.shape == grid.shape and np.all(np.asarray(sm.stderr) >= 0)
+    auto = d.smooth(preset="pyhessian", num_points=64)
+    assert auto.grid.shape == (64,)
+
+
+def test_spiked_wishart_outliers_and_marchenko_pastur_bulk():
+    # Papyan's test matrix: diag(5, 4, 3, 0, ...) + Z Zᵀ / N, n = N = 2000, matrix-free.
+    n = 2000
+    z = jax.random.normal(jax.random.key(0), (n, n))
+    spikes = jnp.zeros(n).at[:3].set(jnp.array([5.0, 4.0, 3.0]))
+
+    @jax.jit
+    def run(z):
+        mv = lambda v: spikes * v + z @ (z.T @ v) / n
+        return spectrum.density(Operator(mv, n, jnp.float32), key=jax.random.key(1),
+                                num_probes=4, num_steps=80)
+
+    d = run(z)
+    nodes, w = np.asarray(d.nodes, np.float64), np.asarray(d.weights, np.float64)
+    # Outliers: free additive convolution with MP(1) puts spike θ at θ + θ / (θ − 1).
+    predicted = np.array([t + t / (t - 1) for t in (5.0, 4.0, 3.0)])
+    top3 = np.sort(nodes, axis=1)[:, ::-1][:, :3]
+    assert np.abs(top3 - predicted).max() < 0.15
+    exact_top = spectrum.eigsh(
+        Operator(lambda v: spikes * v + z @ (z.T @ v) / n, n, jnp.float32), 3,
+        key=jax.random.key(2),
+    ).eigenvalues
+    np.testing.assert_allclose(top3, np.broadcast_to(exact_top, top3.shape), rtol=1e-4)
+    # Bulk: the SLQ distribution function matches Marchenko–Pastur (ratio 1) on [0, 4].
+    xs = np.linspace(1e-9, 4.0, 400001)
+    mp = np.sqrt(np.maximum((4.0 - xs) * xs, 0.0)) / (2 * np.pi * xs)
+    cdf = np.cumsum(mp) * (xs[1] - xs[0])
+    cdf /= cdf[-1]
+    grid = np.linspace(0.0, 4.0, 81)
+    slq = np.array([np.mean(np.sum(w * (nodes <= x), axis=1)) for x in grid])
+    assert np.abs(slq - np.interp(grid, xs, cdf)).max() < 0.03
+    sm = d.smooth(jnp.linspace(0.5, 3.5, 7), 0.05)
+    ref = np.interp(np.linspace(0.5, 3.5, 7), xs, mp)
+    assert np.all(np.abs(np.asarray(sm.density) - ref) < 4 * np.asarray(sm.stderr) + 0.02)
