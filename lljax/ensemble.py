@@ -123,10 +123,15 @@ class Population(NamedTuple):
 
 def member_keys(key: jax.Array, num_members: int) -> jax.Array:
     """Keys ``(num_members,)`` with member ``i`` = ``fold_in(key, i)`` (prefix-stable)."""
-    key = train_lib.as_key(key)
+    return _member_keys_jit(train_lib.as_key(key), int(num_members))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _member_keys_jit(key, num_members):
     return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num_members, dtype=jnp.uint32))
 
 
+@jax.jit
 def _split_member_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     pairs = jax.vmap(jr.split)(keys)
     return pairs[:, 0], pairs[:, 1]
@@ -438,23 +443,6 @@ def _run_population(loss_fn, optimizer, data, state, *, num_steps, batch_size, l
 _run_population_jit = jax.jit(_run_population, static_argnames=train_lib._RUN_STATIC)
 
 
-@dataclasses.dataclass(frozen=True)
-class _EvalMember:
-    """Per-member evaluation on whole splits; hashable so the compiled program is reused."""
-
-    eval_fn: Callable
-    splits: tuple[str, ...]
-    batch_size: int | None
-
-    def __call__(self, params, data):
-        out = {}
-        for split in self.splits:
-            ev = train_lib.evaluate(self.eval_fn, params, data, split=split,
-                                    batch_size=self.batch_size)
-            out.update({f"{split}_{k}": v for k, v in ev.items()})
-        return out
-
-
 def _hyperparams(hyperparams, m: int) -> dict:
     out = {}
     for name, v in dict(hyperparams or {}).items():
@@ -648,7 +636,7 @@ def train(
     if start > steps:
         raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
 
-    eval_member = _EvalMember(
+    eval_member = train_lib._EvalSplits(
         eval_fn or train_lib.metrics_fn(loss_fn, accuracy=data.num_classes > 0),
         tuple(eval_splits), eval_batch_size)
 
@@ -929,7 +917,7 @@ def summary(
     """
     params = population.params if isinstance(population, Population) else population
     m = _num_members(params)
-    eval_member = _EvalMember(
+    eval_member = train_lib._EvalSplits(
         eval_fn or train_lib.metrics_fn(loss_fn, accuracy=data.num_classes > 0),
         ("train", "test"), eval_batch_size)
     fns = [("weight_norm", weight_norm)]

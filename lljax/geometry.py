@@ -42,6 +42,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -264,8 +265,15 @@ def top_eigenvalue(
       >>> round(float(r.value), 4)
       4.0
     """
+    return _top_eigenvalue(
+        loss_fn, params, batch, _check_key(key), loss_kwargs, num_steps=num_steps, tol=tol
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "tol"))
+def _top_eigenvalue(loss_fn, params, batch, key, loss_kwargs, *, num_steps, tol):
     H = curvature_lib.hessian(loss_fn, params, batch, **loss_kwargs)
-    r = spectrum_lib.eigsh(H, k=1, which="LA", key=_check_key(key), num_steps=num_steps, tol=tol)
+    r = spectrum_lib.eigsh(H, k=1, which="LA", key=key, num_steps=num_steps, tol=tol)
     return Eigenvalue(r.eigenvalues[0], r.residuals[0])
 
 
@@ -291,8 +299,18 @@ def hessian_trace(
     References:
       Meyer et al. 2021, arXiv:2010.09649 (Hutch++).
     """
+    if method not in ("hutchinson", "hutch++"):
+        raise ValueError(f"method: expected 'hutchinson' or 'hutch++', got {method!r}")
+    num_probes = _check_int(num_probes, "num_probes", low=2)
+    return _hessian_trace(
+        loss_fn, params, batch, _check_key(key), loss_kwargs, num_probes=num_probes, method=method
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_probes", "method"))
+def _hessian_trace(loss_fn, params, batch, key, loss_kwargs, *, num_probes, method):
     H = curvature_lib.hessian(loss_fn, params, batch, **loss_kwargs)
-    return spectrum_lib.trace(H, key=_check_key(key), num_probes=num_probes, method=method)
+    return spectrum_lib.trace(H, key=key, num_probes=num_probes, method=method)
 
 
 def epsilon_sharpness(
@@ -346,6 +364,13 @@ def epsilon_sharpness(
     _check_positive(epsilon, "epsilon")
     _check_positive(step_size, "step_size")
     num_steps = _check_int(num_steps, "num_steps")
+    return _epsilon_sharpness(
+        loss_fn, params, batch, key, epsilon, step_size, loss_kwargs, num_steps=num_steps
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps"))
+def _epsilon_sharpness(loss_fn, params, batch, key, epsilon, step_size, loss_kwargs, *, num_steps):
     flat, unravel = ravel_pytree(params)
     f = lambda z: loss_fn(unravel(flat + z), batch, **loss_kwargs)
     loss0 = loss_fn(params, batch, **loss_kwargs)
@@ -426,6 +451,22 @@ def expected_sharpness(
     key = _check_key(key)
     _check_positive(sigma, "sigma", allow_zero=True)
     num_samples = _check_int(num_samples, "num_samples")
+    return _expected_sharpness(
+        loss_fn,
+        params,
+        batch,
+        key,
+        sigma,
+        loss_kwargs,
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_samples", "chunk_size"))
+def _expected_sharpness(
+    loss_fn, params, batch, key, sigma, loss_kwargs, *, num_samples, chunk_size
+):
     flat, unravel = ravel_pytree(params)
     f = lambda v: loss_fn(unravel(v), batch, **loss_kwargs)
     loss0 = f(flat)
@@ -491,6 +532,38 @@ def pac_bayes_flatness(
     _check_positive(sigma_max, "sigma_max")
     num_samples = _check_int(num_samples, "num_samples")
     num_bisections = _check_int(num_bisections, "num_bisections", low=0)
+    return _pac_bayes_flatness(
+        loss_fn,
+        params,
+        batch,
+        key,
+        target_deviation,
+        sigma_min,
+        sigma_max,
+        loss_kwargs,
+        num_samples=num_samples,
+        num_bisections=num_bisections,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "num_samples", "num_bisections", "chunk_size")
+)
+def _pac_bayes_flatness(
+    loss_fn,
+    params,
+    batch,
+    key,
+    target_deviation,
+    sigma_min,
+    sigma_max,
+    loss_kwargs,
+    *,
+    num_samples,
+    num_bisections,
+    chunk_size,
+):
     flat, unravel = ravel_pytree(params)
     f = lambda v: loss_fn(unravel(v), batch, **loss_kwargs)
     loss0 = f(flat)
@@ -545,8 +618,9 @@ def log_determinant(
     Examples:
       >>> import jax, jax.numpy as jnp, lljax as ll
       >>> op = ll.curvature.from_matrix(jnp.diag(jnp.array([1.0, 2.0, 4.0])))
-      >>> r = log_determinant(op, key=jax.random.key(0), damping=1e-9, num_steps=3)
-      >>> round(float(r.value), 3)   # log 8
+      >>> r = jax.jit(lambda: log_determinant(op, key=jax.random.key(0), damping=1e-9,
+      ...                                     num_probes=2, num_steps=3))()
+      >>> round(float(r.value), 3)   # log 8 (exact: diagonal operator, full quadrature)
       2.079
 
     References:
@@ -637,7 +711,56 @@ def sharpness(
     for m in measures:
         if m not in MEASURES:
             raise ValueError(f"measures: unknown {m!r}; expected a subset of {MEASURES}")
-    keys = dict(zip(MEASURES, jr.split(_check_key(key), len(MEASURES)), strict=True))
+    for name, value in (
+        ("epsilon", epsilon),
+        ("sigma", sigma),
+        ("damping", damping),
+        ("target_deviation", target_deviation),
+        ("volume_epsilon", volume_epsilon),
+    ):
+        _check_positive(value, name)
+    return _sharpness(
+        loss_fn,
+        params,
+        batch,
+        _check_key(key),
+        epsilon,
+        sigma,
+        target_deviation,
+        damping,
+        volume_epsilon,
+        loss_kwargs,
+        measures=measures,
+        num_samples=_check_int(num_samples, "num_samples"),
+        num_probes=_check_int(num_probes, "num_probes", low=4),
+        num_steps=_check_int(num_steps, "num_steps"),
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("loss_fn", "measures", "num_samples", "num_probes", "num_steps", "chunk_size"),
+)
+def _sharpness(
+    loss_fn,
+    params,
+    batch,
+    key,
+    epsilon,
+    sigma,
+    target_deviation,
+    damping,
+    volume_epsilon,
+    loss_kwargs,
+    *,
+    measures,
+    num_samples,
+    num_probes,
+    num_steps,
+    chunk_size,
+):
+    keys = dict(zip(MEASURES, jr.split(key, len(MEASURES)), strict=True))
     out: dict[str, Any] = {"loss": loss_fn(params, batch, **loss_kwargs)}
     if "top_eigenvalue" in measures:
         r = top_eigenvalue(loss_fn, params, batch, key=keys["top_eigenvalue"], **loss_kwargs)
@@ -797,6 +920,50 @@ def basin_volume(
     num_bootstrap = _check_int(num_bootstrap, "num_bootstrap")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}")
+    return _basin_volume(
+        loss_fn,
+        params,
+        batch,
+        key,
+        epsilon,
+        min_radius,
+        confidence,
+        loss_kwargs,
+        num_directions=num_directions,
+        num_scan=num_scan,
+        num_bisections=num_bisections,
+        num_bootstrap=num_bootstrap,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "loss_fn",
+        "num_directions",
+        "num_scan",
+        "num_bisections",
+        "num_bootstrap",
+        "chunk_size",
+    ),
+)
+def _basin_volume(
+    loss_fn,
+    params,
+    batch,
+    key,
+    epsilon,
+    min_radius,
+    confidence,
+    loss_kwargs,
+    *,
+    num_directions,
+    num_scan,
+    num_bisections,
+    num_bootstrap,
+    chunk_size,
+):
     flat, unravel = ravel_pytree(params)
     dim = flat.size
     f = lambda v: loss_fn(unravel(v), batch, **loss_kwargs)
@@ -866,9 +1033,7 @@ class Slice2D(NamedTuple):
 
 def _check_normalization(normalization: str, vectors: str | None) -> str:
     if normalization not in NORMALIZATIONS:
-        raise ValueError(
-            f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}"
-        )
+        raise ValueError(f"normalization: expected one of {NORMALIZATIONS}, got {normalization!r}")
     if vectors is None:
         vectors = "include" if normalization == "none" else "zero"
     if vectors not in ("zero", "include"):
@@ -982,8 +1147,16 @@ def hessian_directions(
       >>> round(float(vals[0]), 4), round(abs(float(dirs[0]["b"])), 4)
       (9.0, 1.0)
     """
+    k = _check_int(k, "k")
+    return _hessian_directions(
+        loss_fn, params, batch, _check_key(key), loss_kwargs, k=k, which=which
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("loss_fn", "k", "which"))
+def _hessian_directions(loss_fn, params, batch, key, loss_kwargs, *, k, which):
     H = curvature_lib.hessian(loss_fn, params, batch, **loss_kwargs)
-    r = spectrum_lib.eigsh(H, k=k, which=which, key=_check_key(key))
+    r = spectrum_lib.eigsh(H, k=k, which=which, key=key)
     return r.eigenvalues, tuple(H.unravel(r.eigenvectors[:, i]) for i in range(k))
 
 
@@ -1044,9 +1217,45 @@ def slice_1d(
       Li et al. 2018, "Visualizing the loss landscape of neural nets", arXiv:1712.09913.
     """
     num_points = _check_int(num_points, "num_points")
+    _check_normalization(normalization, vectors)
     if direction is None:
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw a direction (or pass direction=)")
+        key = _check_key(key)
+    return _slice_1d(
+        loss_fn,
+        params,
+        batch,
+        key,
+        radius,
+        direction,
+        loss_kwargs,
+        num_points=num_points,
+        normalization=normalization,
+        vectors=vectors,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("loss_fn", "num_points", "normalization", "vectors", "chunk_size"),
+)
+def _slice_1d(
+    loss_fn,
+    params,
+    batch,
+    key,
+    radius,
+    direction,
+    loss_kwargs,
+    *,
+    num_points,
+    normalization,
+    vectors,
+    chunk_size,
+):
+    if direction is None:
         direction = random_direction(params, key=key, normalization=normalization, vectors=vectors)
     dtype = _float_dtype(params)
     alphas = jnp.linspace(-radius, radius, num_points, dtype=dtype)
@@ -1090,16 +1299,53 @@ def slice_2d(
       Li et al. 2018, arXiv:1712.09913.
     """
     num_points = _check_int(num_points, "num_points")
+    _check_normalization(normalization, vectors)
     if directions is None:
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw directions (or pass directions=)")
-        k1, k2 = jr.split(_check_key(key))
+        key = _check_key(key)
+    elif len(directions) != 2:
+        raise ValueError(f"directions: expected a pair of directions, got {len(directions)}")
+    else:
+        directions = tuple(directions)
+    return _slice_2d(
+        loss_fn,
+        params,
+        batch,
+        key,
+        radius,
+        directions,
+        loss_kwargs,
+        num_points=num_points,
+        normalization=normalization,
+        vectors=vectors,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("loss_fn", "num_points", "normalization", "vectors", "chunk_size"),
+)
+def _slice_2d(
+    loss_fn,
+    params,
+    batch,
+    key,
+    radius,
+    directions,
+    loss_kwargs,
+    *,
+    num_points,
+    normalization,
+    vectors,
+    chunk_size,
+):
+    if directions is None:
         directions = tuple(
             random_direction(params, key=k, normalization=normalization, vectors=vectors)
-            for k in (k1, k2)
+            for k in jr.split(key)
         )
-    if len(directions) != 2:
-        raise ValueError(f"directions: expected a pair of directions, got {len(directions)}")
     d1, d2 = directions
     dtype = _float_dtype(params)
     alphas = jnp.linspace(-radius, radius, num_points, dtype=dtype)
@@ -1213,6 +1459,35 @@ def interpolate(
     num_points = _check_int(num_points, "num_points", low=2)
     if jax.tree.structure(params_a) != jax.tree.structure(params_b):
         raise ValueError("params_b: expected the same tree structure as params_a")
+    return _interpolate(
+        loss_fn,
+        params_a,
+        params_b,
+        batch,
+        loss_kwargs,
+        num_points=num_points,
+        accuracy_fn=accuracy_fn,
+        apply_kwargs_fn=apply_kwargs_fn,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("loss_fn", "num_points", "accuracy_fn", "apply_kwargs_fn", "chunk_size"),
+)
+def _interpolate(
+    loss_fn,
+    params_a,
+    params_b,
+    batch,
+    loss_kwargs,
+    *,
+    num_points,
+    accuracy_fn,
+    apply_kwargs_fn,
+    chunk_size,
+):
     t = jnp.linspace(0.0, 1.0, num_points, dtype=_float_dtype(params_a))
     path_fn = lambda ti: _lerp(ti, params_a, params_b)
     return _evaluate_path(
@@ -1483,9 +1758,71 @@ def connect(
         if batch_size is None:
             raise ValueError("batch_size: needed to draw minibatches from a Dataset")
         batch_size = _check_int(batch_size, "batch_size")
-        eval_batch = data_or_batch.train
-    else:
-        eval_batch = data_or_batch
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"optimizer: expected an optax.GradientTransformation, got {type(optimizer).__name__}"
+        )
+    _check_positive(learning_rate, "learning_rate")
+    _check_positive(init_noise, "init_noise", allow_zero=True)
+    num_points = _check_int(num_points, "num_points", low=2)
+    return _connect(
+        loss_fn,
+        params_a,
+        params_b,
+        data_or_batch,
+        key,
+        learning_rate,
+        init_noise,
+        loss_kwargs,
+        kind=kind,
+        num_bends=num_bends,
+        steps=steps,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        num_points=num_points,
+        accuracy_fn=accuracy_fn,
+        apply_kwargs_fn=apply_kwargs_fn,
+        chunk_size=chunk_size,
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "loss_fn",
+        "kind",
+        "num_bends",
+        "steps",
+        "batch_size",
+        "optimizer",
+        "num_points",
+        "accuracy_fn",
+        "apply_kwargs_fn",
+        "chunk_size",
+    ),
+)
+def _connect(
+    loss_fn,
+    params_a,
+    params_b,
+    data_or_batch,
+    key,
+    learning_rate,
+    init_noise,
+    loss_kwargs,
+    *,
+    kind,
+    num_bends,
+    steps,
+    batch_size,
+    optimizer,
+    num_points,
+    accuracy_fn,
+    apply_kwargs_fn,
+    chunk_size,
+):
+    is_data = isinstance(data_or_batch, data_lib.Dataset)
+    eval_batch = data_or_batch.train if is_data else data_or_batch
     if optimizer is None:
         optimizer = optax.adam(learning_rate)
     dtype = _float_dtype(params_a)
@@ -1528,7 +1865,6 @@ def connect(
         step, (controls, optimizer.init(controls)), jnp.arange(steps)
     )
     points = stack(controls)
-    num_points = _check_int(num_points, "num_points", low=2)
     t = jnp.linspace(0.0, 1.0, num_points, dtype=dtype)
     path = _evaluate_path(
         lambda ti: curve_point(kind, points, ti),
@@ -1540,15 +1876,15 @@ def connect(
         chunk_size,
         loss_kwargs,
     )
-    linear = interpolate(
+    linear = _interpolate(
         loss_fn,
         params_a,
         params_b,
         eval_batch,
+        loss_kwargs,
         num_points=num_points,
         accuracy_fn=accuracy_fn,
         apply_kwargs_fn=apply_kwargs_fn,
         chunk_size=chunk_size,
-        **loss_kwargs,
     )
     return Curve(points, path, linear, train_losses, kind)

@@ -75,6 +75,7 @@ def _split_chains(x: jax.Array) -> jax.Array:
     return jnp.concatenate([x[..., :half], x[..., x.shape[-1] - half :]], axis=-2)
 
 
+@jax.jit
 def split_rhat(trace: jax.Array) -> jax.Array:
     """Split R-hat (Gelman et al. BDA3 §11.4) of a ``(chains, draws)`` trace.
 
@@ -96,6 +97,7 @@ def split_rhat(trace: jax.Array) -> jax.Array:
     return jnp.sqrt(var_plus / w)
 
 
+@jax.jit
 def effective_sample_size(trace: jax.Array) -> jax.Array:
     """Multi-chain effective sample size of the mean of a ``(chains, draws)`` trace.
 

@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["available", "curves", "heatmap", "histogram", "pyplot", "save"]
+__all__ = ["available", "bars", "curves", "heatmap", "histogram", "pyplot", "save"]
 
 
 def available() -> bool:
@@ -104,6 +104,57 @@ def curves(
     if logy:
         ax.set_yscale("log")
     ax.grid(alpha=0.3)
+    if series:
+        ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def bars(
+    groups: Mapping[str, Mapping[str, tuple]],
+    *,
+    ylabel: str = "",
+    title: str = "",
+    annotate: bool = True,
+):
+    """Grouped bar chart: ``groups[group][series] = (value, err)`` (``err`` may be None/nan).
+
+    Args:
+      groups: e.g. ``{"cnn": {"published": (94, None), "measured": (93.1, 0.4)}}``.
+      ylabel, title: labels.
+      annotate: write each value above its bar.
+
+    Returns:
+      The figure.
+    """
+    import numpy as np
+
+    plt = pyplot()
+    names = list(groups)
+    series = []
+    for g in groups.values():
+        series += [s for s in g if s not in series]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    width = 0.8 / max(len(series), 1)
+    for i, s in enumerate(series):
+        x = np.arange(len(names)) + (i - (len(series) - 1) / 2) * width
+        vals = [groups[n].get(s, (np.nan, None)) for n in names]
+        y = np.array([v[0] for v in vals], float)
+        err = np.array([np.nan if len(v) < 2 or v[1] is None else v[1] for v in vals], float)
+        has_err = np.isfinite(err).any()
+        rects = ax.bar(
+            x, y, width, label=s, yerr=np.nan_to_num(err) if has_err else None, capsize=3
+        )
+        if annotate:
+            ax.bar_label(
+                rects,
+                labels=[f"{v:.3g}" if np.isfinite(v) else "" for v in y],
+                fontsize="x-small",
+                padding=2,
+            )
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set(ylabel=ylabel, title=title)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.12)  # room for the legend above the bars
+    ax.grid(axis="y", alpha=0.3)
     if series:
         ax.legend(frameon=False, fontsize="small")
     return fig

@@ -24,7 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_cell", "format_table", "summary_text", "to_html", "write_html"]
+__all__ = [
+    "format_cell",
+    "format_measurement",
+    "format_table",
+    "summary_text",
+    "to_html",
+    "write_html",
+]
 
 
 def format_cell(value: Any) -> str:
@@ -37,15 +44,28 @@ def format_cell(value: Any) -> str:
         if not math.isfinite(value):
             return "-"
         return f"{value:.4g}"
-    if isinstance(value, Mapping) and "value" in value:
-        v, e = value.get("value"), value.get("stderr")
-        unit = value.get("unit", "")
-        if e is None or not isinstance(e, (int, float)) or not math.isfinite(e):
-            return f"{format_cell(v)}{unit}"
-        return f"{format_cell(v)} ± {e:.2g}{unit}"
     if isinstance(value, tuple) and hasattr(value, "stderr"):  # a Measurement
-        return str(value)
+        value = {"value": value.value, "stderr": value.stderr, "unit": value.unit}
+    if isinstance(value, Mapping) and "value" in value:
+        return format_measurement(value.get("value"), value.get("stderr"), value.get("unit", ""))
     return str(value)
+
+
+def format_measurement(value: float | None, stderr: float | None = None, unit: str = "") -> str:
+    """``value ± stderr`` with the stderr to two significant digits and the value to match.
+
+    Examples:
+      >>> format_measurement(29.3512, 0.25), format_measurement(48.0, 1.0, "%")
+      ('29.35 ± 0.25', '48.0 ± 1.0%')
+    """
+    if value is None or not math.isfinite(value):
+        return "-"
+    if stderr is None or not isinstance(stderr, (int, float)) or not math.isfinite(stderr):
+        return f"{format_cell(float(value))}{unit}"
+    if stderr == 0:
+        return f"{format_cell(float(value))} ± 0{unit}"
+    decimals = min(max(0, 1 - math.floor(math.log10(abs(stderr)))), 8)
+    return f"{value:.{decimals}f} ± {stderr:.{decimals}f}{unit}"
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:

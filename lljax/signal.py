@@ -775,8 +775,22 @@ def propagation(
             raise ValueError(f"pairs: expected an int array (pairs, 2), got {pairs!r}")
 
     names: list[str] = []
+    out_shape = jax.eval_shape(
+        lambda xx: _recorded_forward(module, params, xx, stats, None, depth, names)[0], x
+    )
+    if cotangent is not None and jnp.shape(cotangent) != out_shape.shape:
+        raise ValueError(
+            f"cotangent: expected the output's shape {out_shape.shape}, got {jnp.shape(cotangent)}"
+        )
+    stacked = _propagation(module, depth, params, x, pairs, cotangent, key, stats)
+    return Propagation(*stacked, names=("input", *names))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _propagation(module, depth, params, x, pairs, cotangent, key, stats):
+    # One compiled program per (module, depth, shapes): much cheaper than op-by-op dispatch.
     shapes = jax.eval_shape(
-        lambda xx: _recorded_forward(module, params, xx, stats, None, depth, names)[1], x
+        lambda xx: _recorded_forward(module, params, xx, stats, None, depth, [])[1], x
     )
     eps = [jnp.zeros(s.shape, s.dtype) for s in shapes]
 
@@ -789,15 +803,10 @@ def propagation(
             cotangent = jnp.ones_like(out)
         else:
             cotangent = jax.random.normal(key, out.shape, out.dtype)
-    elif jnp.shape(cotangent) != out.shape:
-        raise ValueError(
-            f"cotangent: expected the output's shape {out.shape}, got {jnp.shape(cotangent)}"
-        )
     g_x, g_eps = vjp_fn(jnp.asarray(cotangent, out.dtype))
     per_layer = [_layer_stats(x, g_x, pairs)]
     per_layer += [_layer_stats(a, g, pairs) for a, g in zip(acts, g_eps, strict=True)]
-    stacked = [jnp.stack(column) for column in zip(*per_layer, strict=True)]
-    return Propagation(*stacked, names=("input", *names))
+    return [jnp.stack(column) for column in zip(*per_layer, strict=True)]
 
 
 def jacobian_spectrum(model, params, x: jax.Array, *, stats: Any = None) -> jax.Array:
@@ -833,14 +842,18 @@ def jacobian_spectrum(model, params, x: jax.Array, *, stats: Any = None) -> jax.
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[0] < 1:
         raise ValueError(f"x: expected a batch (batch, *input_shape), got shape {x.shape}")
+    return _jacobian_spectrum(model.apply, params, x, stats)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jacobian_spectrum(apply_fn, params, x, stats):
     kwargs = {} if stats is None else {"stats": stats}
 
     def f(xi):
-        return model.apply(params, xi[None], **kwargs)[0]
+        return apply_fn(params, xi[None], **kwargs)[0]
 
     in_size = math.prod(x.shape[1:])
-    out_shape = jax.eval_shape(f, x[0]).shape
-    out_size = math.prod(out_shape)
+    out_size = math.prod(jax.eval_shape(f, x[0]).shape)
     jac_fn = jax.jacfwd(f) if in_size <= out_size else jax.jacrev(f)
     with jax.default_matmul_precision("highest"):
         jac = jax.vmap(jac_fn)(x).reshape(x.shape[0], out_size, in_size)

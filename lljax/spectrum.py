@@ -56,6 +56,7 @@ from lljax.curvature import Operator, from_matrix
 
 _HIGHEST = lax.Precision.HIGHEST
 _WHICH = ("LA", "SA", "LM")
+_PREFIX_MIN_ELEMENTS = 1 << 22  # basis size (rows × size) above which only the filled prefix is read
 
 # --------------------------------------------------------------------------------------
 # Result types
@@ -347,7 +348,7 @@ def _tridiagonal(alpha: jax.Array, beta: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------
 
 
-def _make_projector(rows: int) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
+def _make_projector(rows: int, size: int) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """``project(Q, V, j)``: two classical Gram–Schmidt passes of ``V`` against ``Q[:j+1]``.
 
     ``Q`` is a preallocated ``(rows, n)`` basis; ``V`` is ``(b, n)``. Only the filled prefix
@@ -356,7 +357,9 @@ def _make_projector(rows: int) -> Callable[[jax.Array, jax.Array, jax.Array], ja
     block-aligned prefix covering rows ``0..j``; rows beyond ``j`` inside that block are
     masked out of the coefficients.
     """
-    num_blocks = min(-(-rows // 8), 16)
+    # Reading only the filled prefix pays off for large bases; small ones (cheap to read,
+    # but each branch costs compile time) use a single full-basis branch.
+    num_blocks = min(-(-rows // 8), 16) if rows * size >= _PREFIX_MIN_ELEMENTS else 1
     block = -(-rows // num_blocks)
     num_blocks = -(-rows // block)
 
@@ -404,7 +407,7 @@ def _extend_full(matvec, Q, start: int, stop: int, key, scale, sdt) -> _ExtendOu
     """
     rows, n = Q.shape
     dtype = Q.dtype
-    project = _make_projector(rows)
+    project = _make_projector(rows, n)
     tol = _breakdown_tol(dtype, stop)
     tiny = float(jnp.finfo(dtype).eps) ** 0.5
     R = jr.normal(key, (n,), dtype)
@@ -719,18 +722,14 @@ def eigsh(
         bounds = jnp.abs(beta_m * S[m - 1, idx])
         floor = 50 * eps * jnp.max(jnp.abs(theta))
         conv = bounds <= jnp.maximum(tol * jnp.abs(theta[idx]), floor)
-        return theta, S, idx, bounds, conv
-
-    def converged(T, beta_m):
-        return jnp.all(check(T, beta_m)[4][:k])
+        return (theta, S, idx), bounds, conv, jnp.all(conv[:k])
 
     def cond(state):
-        _, _, _, restarts, done, _ = state
+        restarts, done = state[3], state[4]
         return (~done) & (restarts < max_restarts)
 
     def body(state):
-        Q, T, beta_m, restarts, _, scale = state
-        theta, S, idx, _, _ = check(T, beta_m)
+        Q, _, beta_m, restarts, _, scale, (theta, S, idx) = state
         keep = idx[:p]
         Sk = S[:, keep]  # (m, p)
         Y = lax.dot_general(
@@ -738,7 +737,9 @@ def eigsh(
         )
         Q = Q.at[:p].set(Y).at[p].set(Q[m])
         coupling = beta_m * Sk[m - 1]
-        Tn = jnp.zeros_like(T)
+        # The restarted projection is an arrowhead: diag(θ_kept) coupled to q_p, then
+        # tridiagonal again from step p on.
+        Tn = jnp.zeros((m, m), theta.dtype)
         Tn = Tn.at[jnp.arange(p), jnp.arange(p)].set(theta[keep])
         Tn = Tn.at[p, :p].set(coupling).at[:p, p].set(coupling)
         ext = _extend_full(op.matvec, Q, p, m, jr.fold_in(k_run, restarts + 1), scale, sdt)
@@ -747,13 +748,15 @@ def eigsh(
         jo = jnp.arange(p, m - 1)
         Tn = Tn.at[jo, jo + 1].set(ext.beta[p : m - 1]).at[jo + 1, jo].set(ext.beta[p : m - 1])
         beta_m = ext.beta[m - 1]
-        return ext.Q, Tn, beta_m, restarts + 1, converged(Tn, beta_m), ext.scale
+        eig, _, _, done = check(Tn, beta_m)
+        return ext.Q, Tn, beta_m, restarts + 1, done, ext.scale, eig
 
     beta_m = out.beta[m - 1]
-    state = (out.Q, T, beta_m, jnp.zeros((), jnp.int32), converged(T, beta_m), out.scale)
-    Q, T, beta_m, restarts, _, _ = lax.while_loop(cond, body, state)
+    eig, _, _, done = check(T, beta_m)
+    state = (out.Q, T, beta_m, jnp.zeros((), jnp.int32), done, out.scale, eig)
+    Q, T, beta_m, restarts, _, _, _ = lax.while_loop(cond, body, state)
 
-    theta, S, idx, bounds, conv = check(T, beta_m)
+    (theta, S, idx), bounds, conv, _ = check(T, beta_m)
     want = idx[:k]
     values = theta[want]
     num_matvecs = m + restarts * (m - p)

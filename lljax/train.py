@@ -345,9 +345,29 @@ def evaluate(
     return jax.tree.map(lambda t: t / n, total)
 
 
+@dataclasses.dataclass(frozen=True)
+class _EvalSplits:
+    """``fn(params, data) -> {"<split>_<metric>": value}`` over whole splits.
+
+    Hashable (a frozen dataclass of hashable fields), so equal configurations share one
+    compiled program in :func:`fit` and, vmapped, in :mod:`lljax.ensemble`.
+    """
+
+    eval_fn: Callable
+    splits: tuple[str, ...]
+    batch_size: int | None
+
+    def __call__(self, params, data):
+        out = {}
+        for split in self.splits:
+            ev = evaluate(self.eval_fn, params, data, split=split, batch_size=self.batch_size)
+            out.update({f"{split}_{k}": v for k, v in ev.items()})
+        return out
+
+
 _RUN_STATIC = ("loss_fn", "optimizer", "num_steps", "batch_size", "log_every", "sampling")
 _run_jit = jax.jit(run, static_argnames=_RUN_STATIC)
-_evaluate_jit = jax.jit(evaluate, static_argnames=("eval_fn", "split", "batch_size"))
+_eval_splits_jit = jax.jit(lambda fn, params, data: fn(params, data), static_argnums=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -759,14 +779,11 @@ def fit(
     if start > steps:
         raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
 
-    eval_fn = eval_fn or metrics_fn(loss_fn, accuracy=data.num_classes > 0)
+    eval_splits_fn = _EvalSplits(eval_fn or metrics_fn(loss_fn, accuracy=data.num_classes > 0),
+                                 tuple(eval_splits), eval_batch_size)
 
     def evaluate_fn(p):
-        out = {}
-        for split in eval_splits:
-            ev = _evaluate_jit(eval_fn, p, data, split=split, batch_size=eval_batch_size)
-            out.update({f"{split}_{k}": _to_host(v) for k, v in ev.items()})
-        return out
+        return {k: _to_host(v) for k, v in _eval_splits_jit(eval_splits_fn, p, data).items()}
 
     def run_chunk(s, n):
         return _run_jit(loss_fn, optimizer, data, s, num_steps=n, batch_size=batch_size,

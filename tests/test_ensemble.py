@@ -38,14 +38,14 @@ def _leaves_close(a, b, rtol=1e-5, atol=1e-6):
 
 
 def test_init_is_vmapped_model_init_with_the_train_init_keys():
-    keys = ensemble.member_keys(jr.key(1), 3)
-    params = ensemble.init(MODEL, key=jr.key(1), num_members=3)
-    for i in range(3):
+    keys = ensemble.member_keys(jr.key(1), 4)
+    params = ensemble.init(MODEL, key=jr.key(1), num_members=4)
+    for i in range(4):
         ik, _ = jr.split(keys[i])
         # jit vs eager init may differ in the last bit; a key mix-up would differ by O(1).
         _leaves_close(jax.tree.map(lambda x: x[i], params), MODEL.init(ik), rtol=1e-6, atol=1e-7)
-    pop = ensemble.train(MODEL, LOSS, optax.sgd(0.0), DATA, key=jr.key(1), num_members=3,
-                         steps=2, batch_size=8, progress=False)
+    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, key=jr.key(1), num_members=4,
+                         hyperparams={"lr": 0.0}, **KW)
     _leaves_close(pop.params, params, rtol=1e-6, atol=1e-7)
 
 
@@ -73,17 +73,17 @@ def test_member_equals_a_single_fit_with_its_keys():
 
 def test_init_and_data_keys_vary_independently():
     k = jr.key(4)
-    shared_init = jnp.stack([jr.key(5)] * 3) if False else jax.vmap(lambda _: jr.key(5))(jnp.arange(3))
+    shared_init = jax.vmap(lambda _: jr.key(5))(jnp.arange(4))
     # Same init, same data order: identical members.
-    same = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=3, init_keys=shared_init,
+    same = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=4, init_keys=shared_init,
                           same_data_order=True, **KW)
     _leaves_equal(jax.tree.map(lambda x: x[0], same.params), jax.tree.map(lambda x: x[2], same.params))
     _leaves_equal(same.data_keys[0], same.data_keys[1])
     # Same init, different data order: the members' initial params agree, the results differ.
-    diff = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=3, init_keys=shared_init, **KW)
+    diff = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=4, init_keys=shared_init, **KW)
     assert not np.allclose(diff.history["loss"][0], diff.history["loss"][1])
     # Different init, same data order: the data keys of all members are member 0's.
-    order = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=3, same_data_order=True, **KW)
+    order = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=4, same_data_order=True, **KW)
     _leaves_equal(order.data_keys[2], diff.data_keys[0])
     assert not np.allclose(order.history["loss"][0], order.history["loss"][1])
 
@@ -95,9 +95,9 @@ def test_sweep_compiles_once_and_matches_separate_runs():
         traces.append(1)  # runs only while tracing
         return optax.chain(optax.add_decayed_weights(wd), optax.sgd(lr))
 
-    keys = ensemble.member_keys(jr.key(6), 3)
-    hp1 = {"lr": jnp.array([0.01, 0.1, 0.3]), "wd": jnp.array([0.0, 1e-3, 1e-2])}
-    hp2 = {"lr": jnp.array([0.05, 0.2, 0.02]), "wd": jnp.array([1e-2, 0.0, 1e-3])}
+    keys = ensemble.member_keys(jr.key(6), 2)
+    hp1 = {"lr": jnp.array([0.01, 0.1]), "wd": jnp.array([0.0, 1e-3])}
+    hp2 = {"lr": jnp.array([0.05, 0.2]), "wd": jnp.array([1e-2, 0.0])}
     size0 = ensemble._run_population_jit._cache_size()
     a = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys, hyperparams=hp1, **KW)
     n_traces = len(traces)
@@ -106,11 +106,9 @@ def test_sweep_compiles_once_and_matches_separate_runs():
     assert len(traces) == n_traces  # the second sweep reuses every compiled program
     assert ensemble._run_population_jit._cache_size() == size1 == size0 + 1
     # Each member equals a population of one with its own values.
-    for pop, hp in ((a, hp1), (b, hp2)):
-        for i in (0, 2):
-            one = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys[i:i + 1],
-                                 hyperparams={k: v[i:i + 1] for k, v in hp.items()}, **KW)
-            _leaves_close(jax.tree.map(lambda x: x[i:i + 1], pop.params), one.params)
+    one = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys[:1],
+                         hyperparams={k: v[:1] for k, v in hp2.items()}, **KW)
+    _leaves_close(jax.tree.map(lambda x: x[:1], b.params), one.params)
     # ...and a fit with the constant-hyperparameter optimizer.
     ik, dk = jr.split(keys[1])
     opt = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1))
@@ -146,15 +144,15 @@ def test_map_is_chunk_size_invariant():
     for i in range(5):
         np.testing.assert_allclose(ref["out"][i],
                                    MODEL.apply(jax.tree.map(lambda x: x[i], params), DATA.x_test[:5]),
-                                   rtol=1e-6)
+                                   rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="member"):
         ensemble.map(_norms, {"a": jnp.ones(3), "b": jnp.ones(4)}, 1.0)
 
 
 def test_member_chunks_give_the_same_training():
-    full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
-    chunked = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5,
-                             member_chunk_size=2, **KW)
+    full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
+    chunked = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4,
+                             member_chunk_size=3, **KW)  # chunks of 3: the last one padded
     _leaves_equal(full.params, chunked.params)
     np.testing.assert_array_equal(full.history["test_loss"], chunked.history["test_loss"])
 
@@ -166,26 +164,26 @@ def test_memory_estimate_and_automatic_chunking(monkeypatch):
     assert est.bytes_state == 4 * n_params  # plain SGD has an empty state
     assert est.bytes_step > 8 * 8 * 4  # at least the hidden activations of one batch
     # Pretend the device holds about 3 members' worth: train chunks instead of failing.
-    budget = (2 * est.bytes_state * 5 + 2.5 * est.bytes_step) / 0.8
+    budget = (2 * est.bytes_state * 4 + 3.5 * est.bytes_step) / 0.8
     monkeypatch.setenv("LLJAX_DEVICE_MEMORY", str(int(budget)))
     est2 = ensemble.memory_estimate(LOSS, params, OPT, DATA, batch_size=8)
     assert est2.bytes_available == int(budget) and est2.source == "LLJAX_DEVICE_MEMORY"
-    auto = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+    auto = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
     monkeypatch.delenv("LLJAX_DEVICE_MEMORY")
-    full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+    full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
     _leaves_equal(full.params, auto.params)
     monkeypatch.setenv("LLJAX_DEVICE_MEMORY", "1000")
     with pytest.raises(MemoryError, match="fit per device"):
-        ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=5, **KW)
+        ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
 
 
 def test_sharded_equals_single_device():
     assert len(jax.devices()) == 4
-    single = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=6, **KW)
-    sharded = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=6, shard=True,
-                             **KW)  # 6 members on 4 devices: padded to 8
+    single = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=2, **KW)
+    sharded = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=2, shard=True,
+                             **KW)  # 2 members on 4 devices: padded to 4
     leaf = sharded.params["Dense_0"]["kernel"]
-    assert leaf.shape[0] == 6
+    assert leaf.shape[0] == 2
     _leaves_close(single.params, sharded.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(single.history["test_loss"], sharded.history["test_loss"], rtol=1e-5)
     # The state really is spread over the devices before the padding is dropped.
@@ -194,7 +192,7 @@ def test_sharded_equals_single_device():
 
 
 def test_population_resume_is_identical(tmp_path):
-    kw = dict(key=jr.key(11), num_members=3, batch_size=8, chunk_size=6, eval_every=6,
+    kw = dict(key=jr.key(11), num_members=2, batch_size=8, chunk_size=6, eval_every=6,
               progress=False)
     straight = ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, **kw)
     d = str(tmp_path / "pop")
@@ -205,20 +203,20 @@ def test_population_resume_is_identical(tmp_path):
         np.testing.assert_array_equal(straight.history[k], resumed.history[k])
     with pytest.raises(ValueError, match="num_members"):
         ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d,
-                       **{**kw, "num_members": 2})
+                       **{**kw, "num_members": 4})
 
 
 def test_divergence_is_raised_or_flagged():
-    keys = ensemble.member_keys(jr.key(12), 3)
-    hp = {"lr": jnp.array([0.1, 1e4, 0.05])}
+    keys = ensemble.member_keys(jr.key(12), 4)
+    hp = {"lr": jnp.array([0.1, 1e4, 0.05, 0.2])}
     with pytest.raises(train.NonFiniteLossError, match=r"members \[1\]") as e:
         ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp, **KW)
     assert e.value.members == [1]
     pop = ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp,
                          on_nonfinite="flag", **KW)
     d = pop.history["diverged_step"]
-    assert d[0] == -1 and d[2] == -1 and d[1] == e.value.step
-    assert np.all(np.isfinite(pop.history["loss"][[0, 2]]))
+    assert d.tolist() == [-1, e.value.step, -1, -1]
+    assert np.all(np.isfinite(pop.history["loss"][[0, 2, 3]]))
 
 
 @pytest.mark.parametrize(
@@ -242,10 +240,10 @@ def test_train_validates_arguments(kwargs, match):
 
 
 def test_summary_table_and_exports(tmp_path):
-    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, key=jr.key(13), num_members=3,
-                         hyperparams={"lr": jnp.array([0.01, 0.1, 0.3])}, **KW)
+    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, key=jr.key(13), num_members=4,
+                         hyperparams={"lr": jnp.array([0.01, 0.1, 0.3, 0.0])}, **KW)
     table = ensemble.summary(pop, LOSS, DATA, measures={"first_bias": lambda p, d: p["Dense_0"]["bias"][0]})
-    for i in range(3):
+    for i in range(4):
         p = pop.member(i)
         np.testing.assert_allclose(table["test_loss"][i], LOSS(p, DATA.test), rtol=1e-5)
         np.testing.assert_allclose(table["train_loss"][i], LOSS(p, DATA.train), rtol=1e-5)
@@ -254,13 +252,13 @@ def test_summary_table_and_exports(tmp_path):
         np.testing.assert_allclose(table["weight_norm"][i], norm, rtol=1e-5)
         np.testing.assert_allclose(table["first_bias"][i], p["Dense_0"]["bias"][0])
     np.testing.assert_allclose(table["gap"], table["test_loss"] - table["train_loss"])
-    np.testing.assert_allclose(table["lr"], [0.01, 0.1, 0.3])
+    np.testing.assert_allclose(table["lr"], [0.01, 0.1, 0.3, 0.0])
     rows = json.loads(table.to_json(str(tmp_path / "t.json")))
-    assert len(rows) == 3 and rows[1]["member"] == 1
+    assert len(rows) == 4 and rows[1]["member"] == 1
     assert rows[2]["test_loss"] == pytest.approx(float(table["test_loss"][2]))
     csv_text = table.to_csv(str(tmp_path / "t.csv"))
     assert csv_text.splitlines()[0].split(",") == table.names
-    assert len(csv_text.splitlines()) == 4
+    assert len(csv_text.splitlines()) == 5
     assert "test_loss" in str(table)
     with pytest.raises(ValueError, match="measures"):
         ensemble.summary(pop, LOSS, DATA, measures=["no_such_measure"])

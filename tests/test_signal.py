@@ -219,7 +219,7 @@ def test_propagation_matches_manual_forward_backward():
         np.testing.assert_allclose(p.second_moment[i], jnp.mean(a**2), rtol=1e-5)
         np.testing.assert_allclose(p.variance[i], a.var(), rtol=1e-4)
         np.testing.assert_allclose(p.cosine[i], cos[np.triu_indices(4, 1)].mean(), rtol=1e-5)
-        s = np.linalg.svd(np.asarray(a - a.mean(0)), compute_uv=False)
+        s = np.linalg.svd(np.asarray(a - a.mean(0, keepdims=True)), compute_uv=False)
         prob = s / s.sum()
         np.testing.assert_allclose(
             p.effective_rank[i], np.exp(-np.sum(prob * np.log(prob))), rtol=1e-4
@@ -289,7 +289,7 @@ def _mean_and_stderr(samples):
 
 
 def test_wide_tanh_network_follows_mean_field():
-    sw, sb, width, depth, seeds = 2.5, 0.1, 1024, 6, 16
+    sw, sb, width, depth, seeds = 4.0, 0.05, 512, 8, 16
     model = ll.models.mlp([width] * (depth + 1), activation="tanh", init=ll.init.gaussian(sw, sb))
     qs = float(signal.q_star("tanh", sw, sb))
     # Two inputs of second moment (q* − σ_b²)/σ_w², so q¹ = q* and q stays at q* throughout.
@@ -297,7 +297,8 @@ def test_wide_tanh_network_follows_mean_field():
     x0 = x[0] / jnp.linalg.norm(x[0])
     x1 = x[1] - (x[1] @ x0) * x0
     x1 = x1 / jnp.linalg.norm(x1)
-    x = jnp.stack([x0, 0.6 * x0 + 0.8 * x1]) * math.sqrt(width * (qs - sb) / sw)  # cosine 0.6
+    x = jnp.stack([x0, 0.95 * x0 + math.sqrt(1 - 0.95**2) * x1])  # cosine 0.95
+    x = x * math.sqrt(width * (qs - sb) / sw)
     c1 = (sw * float(x[0] @ x[1]) / width + sb) / qs
     c_theory = np.concatenate(
         [[c1], signal.correlation_map("tanh", sw, sb, c1, num_iters=depth - 1, trajectory=True)]
@@ -311,7 +312,7 @@ def test_wide_tanh_network_follows_mean_field():
     c_mean, c_err = _mean_and_stderr(prop.cosine[:, 1:, 0])
     assert np.all(np.abs(q_mean - qs) < 4 * q_err + 2e-3 * qs), (q_mean, q_err, qs)
     assert np.all(np.abs(c_mean - c_theory) < 4 * c_err + 2e-3), (c_mean, c_err, c_theory)
-    assert c_theory[-1] < 0.5 * c_theory[0]  # chaotic: the pair decorrelates
+    assert c_theory[-1] < c_theory[0] - 0.15  # chaotic: the pair decorrelates
     # Backward: each hidden layer multiplies the gradient second moment by χ₁.
     g = prop.grad_second_moment[:, 1:]
     ratio_mean, ratio_err = _mean_and_stderr((g[:, :-2] / g[:, 1:-1]).mean(1))
@@ -393,7 +394,7 @@ def test_residual_variance_growth(scale):
 
 
 def test_resmlp_depth_scaled_zero_branch_and_normalised():
-    width, depth, seeds = 128, 8, 32
+    width, depth, seeds = 128, 6, 32
     # lljax.models.resmlp, He branches Dense→relu→Dense: E‖branch‖² = 2‖h‖², so each block
     # multiplies q by 1 + 2α²; depth_scaled α = 1/√L keeps (1 + 2/L)^L < e².
     model = ll.models.resmlp(

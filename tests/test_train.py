@@ -36,11 +36,11 @@ def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 def test_run_matches_hand_written_loop(sampling):
     key = jr.key(2)
     state = train.init_state(PARAMS, OPT, key=key)
-    state, out = train.run(LOSS, OPT, DATA, state, num_steps=12, batch_size=8, sampling=sampling)
+    state, out = train.run(LOSS, OPT, DATA, state, num_steps=6, batch_size=8, sampling=sampling)
     # Reference: an eager Python loop with the same batches.
     p, s = PARAMS, OPT.init(PARAMS)
     losses = []
-    for t in range(12):
+    for t in range(6):
         idx = train.batch_indices(key, jnp.int32(t), DATA.num_train, 8, sampling)
         batch = (DATA.x_train[idx], DATA.y_train[idx])
         loss, g = jax.value_and_grad(LOSS)(p, batch)
@@ -49,7 +49,7 @@ def test_run_matches_hand_written_loop(sampling):
         losses.append(loss)
     _assert_trees_close(state.params, p)
     np.testing.assert_allclose(out["loss"], np.array(losses), rtol=1e-5)
-    assert int(state.step) == 12 and int(out["nonfinite_step"]) == -1
+    assert int(state.step) == 6 and int(out["nonfinite_step"]) == -1
     assert bool(out["params_finite"])
 
 

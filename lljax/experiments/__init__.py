@@ -70,9 +70,9 @@ class Measurement(NamedTuple):
     unit: str = ""
 
     def __str__(self) -> str:
-        if math.isfinite(self.stderr):
-            return f"{self.value:.4g} ± {self.stderr:.2g}{self.unit}"
-        return f"{self.value:.4g}{self.unit}"
+        from lljax.report import format_measurement
+
+        return format_measurement(self.value, self.stderr, self.unit)
 
 
 def measure(values: Sequence[float] | Any, *, unit: str = "") -> Measurement:
@@ -359,10 +359,11 @@ def to_json(obj: Any) -> Any:
         f = float(obj)
         return f if math.isfinite(f) else None
     if hasattr(obj, "__array__") and hasattr(obj, "dtype"):
-        a = np.asarray(obj)
-        if a.dtype.kind == "V" or not np.issubdtype(a.dtype, np.number):  # e.g. PRNG keys
-            return str(a.dtype)
-        return to_json(a.tolist())
+        import jax
+
+        if jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):
+            return to_json(jax.random.key_data(obj))  # keys as their raw uint32 data
+        return to_json(np.asarray(obj).tolist())
     if obj is None or isinstance(obj, str):
         return obj
     if callable(obj):

@@ -1,0 +1,530 @@
+"""Tests for lljax.geometry: exact quadratic identities, invariances and closed forms."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import optax
+import pytest
+
+import lljax as ll
+from lljax import geometry as geo
+
+
+def _spd(key, dim, low=0.5, high=2.0):
+    """A random symmetric matrix with eigenvalues spread over [low, high]."""
+    q, _ = jnp.linalg.qr(jr.normal(key, (dim, dim)))
+    eig = jnp.linspace(low, high, dim)
+    return (q * eig[None, :]) @ q.T, eig
+
+
+def _quadratic(h, c, offset=0.0):
+    """L(w) = ½ (w − c)ᵀ H (w − c) + offset, on a flat params vector."""
+    return lambda p, batch: 0.5 * (p - c) @ (h @ (p - c)) + offset
+
+
+def _mlp_problem(widths=(4, 8, 3), num=32, seed=0):
+    model = ll.models.mlp(list(widths))
+    loss_fn = ll.losses.cross_entropy(model)
+    params = model.init(jr.key(seed))
+    x = jr.normal(jr.key(seed + 100), (num, widths[0]))
+    y = jr.randint(jr.key(seed + 200), (num,), 0, widths[-1])
+    return model, loss_fn, params, (x, y)
+
+
+# --------------------------------------------------------------------------------------
+# Flatness
+
+
+def test_expected_sharpness_is_half_sigma2_trace_on_a_quadratic():
+    h, eig = _spd(jr.key(0), 6)
+    c = jr.normal(jr.key(1), (6,))
+    w = c + 0.3 * jr.normal(jr.key(2), (6,))  # away from the minimum: the linear term cancels
+    sigma = 0.2
+    r = geo.expected_sharpness(
+        _quadratic(h, c), w, None, key=jr.key(3), sigma=sigma, num_samples=4000
+    )
+    exact = 0.5 * sigma**2 * float(jnp.sum(eig))
+    assert float(r.stderr) > 0
+    assert abs(float(r.value) - exact) < 4 * float(r.stderr)
+    # The antithetic estimator has no linear-term noise: its stderr is the quadratic one.
+    assert float(r.stderr) < 0.1 * exact
+
+
+def test_epsilon_sharpness_matches_the_corner_closed_form():
+    h = jnp.array([0.5, 1.0, 3.0, 0.2])
+    c = jnp.array([2.0, -1.0, 0.0, 0.5])
+    eps = 0.05
+    loss_fn = lambda p, b: 0.5 * jnp.sum(h * (p - c) ** 2) + 1.0  # L(w) = 1 at the minimum
+    r = geo.epsilon_sharpness(loss_fn, c, None, key=jr.key(0), epsilon=eps)
+    max_increase = 0.5 * jnp.sum(h * eps**2 * (jnp.abs(c) + 1) ** 2)
+    np.testing.assert_allclose(float(r.value), 100 * float(max_increase) / 2.0, rtol=1e-4)
+    np.testing.assert_allclose(float(r.loss), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(np.abs(r.perturbation), eps * (np.abs(c) + 1), rtol=1e-5)
+
+
+def test_pac_bayes_sigma_matches_the_quadratic_law():
+    # E[L(w + σz)] − L(w) = σ²/2 · Tr H, so σ′² = 2 d / Tr H and 1/σ′² = Tr H / (2 d).
+    h, eig = _spd(jr.key(0), 5)
+    target, num = 0.05, 2000
+    r = geo.pac_bayes_flatness(
+        _quadratic(h, jnp.zeros(5)),
+        jnp.zeros(5),
+        None,
+        key=jr.key(1),
+        target_deviation=target,
+        num_samples=num,
+    )
+    exact = float(jnp.sum(eig)) / (2 * target)
+    # Monte-Carlo error of mean(zᵀHz): Var = 2 Tr H².
+    stderr = math.sqrt(2 * float(jnp.sum(eig**2)) / num) / (2 * target)
+    assert abs(float(r.flatness) - exact) < 4 * stderr
+    np.testing.assert_allclose(float(r.deviation), target, rtol=1e-4)
+    assert bool(r.bracketed)
+
+
+def test_pac_bayes_flags_an_unbracketed_target():
+    flat = lambda p, b: 0.0 * jnp.sum(p)
+    r = geo.pac_bayes_flatness(flat, jnp.zeros(3), None, key=jr.key(0), sigma_max=2.0)
+    assert not bool(r.bracketed)
+    np.testing.assert_allclose(float(r.sigma), 2.0, rtol=1e-6)
+
+
+def test_top_eigenvalue_trace_and_log_det_match_dense_hessian():
+    _, loss_fn, params, batch = _mlp_problem()
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    dense = jax.jit(jax.hessian(lambda v: loss_fn(unravel(v), batch)))(flat)
+    eig = jnp.linalg.eigvalsh(dense)
+    top = geo.top_eigenvalue(loss_fn, params, batch, key=jr.key(0))
+    np.testing.assert_allclose(float(top.value), float(eig[-1]), rtol=1e-4)
+    assert float(top.residual) < 1e-3 * float(eig[-1])
+    tr = geo.hessian_trace(loss_fn, params, batch, key=jr.key(1), num_probes=60)
+    assert abs(float(tr.value) - float(jnp.sum(eig))) < 4 * float(tr.stderr) + 1e-4
+
+    damping = float(-eig[0]) + 0.05  # H + δI positive definite
+    op = ll.curvature.hessian(loss_fn, params, batch)
+    ld = jax.jit(
+        lambda: geo.log_determinant(
+            op, key=jr.key(2), damping=damping, num_probes=8, num_steps=op.size
+        )
+    )()
+    exact = float(jnp.sum(jnp.log(eig + damping)))
+    assert float(ld.stderr) > 0
+    assert abs(float(ld.value) - exact) < 4 * float(ld.stderr)
+    np.testing.assert_allclose(float(ld.min_node), float(eig[0]), atol=1e-4)
+
+
+def test_log_determinant_is_nan_when_not_positive_definite():
+    op = ll.curvature.from_matrix(jnp.diag(jnp.array([-1.0, 1.0, 2.0])))
+    r = geo.log_determinant(op, key=jr.key(0), damping=0.5, num_probes=2, num_steps=3)
+    assert bool(jnp.isnan(r.value))
+    np.testing.assert_allclose(float(r.min_node), -1.0, atol=1e-5)
+
+
+def test_sharpness_record_on_a_quadratic():
+    h, eig = _spd(jr.key(0), 4)
+    c = jnp.zeros(4)
+    r = geo.sharpness(
+        _quadratic(h, c),
+        c,
+        None,
+        key=jr.key(1),
+        num_samples=64,
+        num_steps=4,
+        volume_epsilon=0.1,
+        damping=1e-6,
+    )
+    np.testing.assert_allclose(float(r.top_eigenvalue), float(eig[-1]), rtol=1e-4)
+    np.testing.assert_allclose(float(r.trace), float(jnp.sum(eig)), rtol=1e-3)
+    assert float(r.epsilon_sharpness) > 0
+    assert abs(float(r.expected_sharpness) - 0.5e-4 * float(jnp.sum(eig))) < 4 * float(
+        r.expected_sharpness_stderr
+    )
+    np.testing.assert_allclose(float(r.pac_bayes_flatness), 1 / float(r.pac_bayes_sigma) ** 2)
+    exact_log_det = float(jnp.sum(jnp.log(eig)))
+    assert abs(float(r.log_det) - exact_log_det) < 4 * float(r.log_det_stderr) + 1e-4
+    np.testing.assert_allclose(
+        float(r.log_volume), float(geo.quadratic_log_volume(r.log_det, 4, 0.1)), rtol=1e-6
+    )
+    only = geo.sharpness(_quadratic(h, c), c, None, key=jr.key(1), measures=("epsilon",))
+    assert only.top_eigenvalue is None and only.log_det is None
+    assert only.epsilon_sharpness is not None
+    with pytest.raises(ValueError, match="measures"):
+        geo.sharpness(_quadratic(h, c), c, None, key=jr.key(1), measures=("sharp",))
+
+
+# --------------------------------------------------------------------------------------
+# Basin volume
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4, 5, 6])
+def test_basin_volume_matches_the_quadratic_det_law(dim):
+    h, eig = _spd(jr.key(dim), dim)
+    eps = 0.1
+    exact = float(geo.quadratic_log_volume(jnp.sum(jnp.log(eig)), dim, eps))
+    r = geo.basin_volume(
+        _quadratic(h, jnp.zeros(dim)),
+        jnp.zeros(dim),
+        None,
+        key=jr.key(10 + dim),
+        epsilon=eps,
+        num_directions=2000,
+        confidence=0.99,
+    )
+    assert float(r.ci_low) <= exact <= float(r.ci_high), (float(r.log_volume), exact)
+    assert abs(float(r.log_volume) - exact) < 4 * float(r.stderr)
+    # Radii along the eigenvectors' range: sqrt(2ε/λ) between sqrt(2ε/2) and sqrt(2ε/0.5).
+    assert float(jnp.min(r.radii)) >= math.sqrt(2 * eps / 2.0) * (1 - 1e-4)
+    assert float(jnp.max(r.radii)) <= math.sqrt(2 * eps / 0.5) * (1 + 1e-4)
+    assert int(r.num_unbounded) == 0
+    assert 1 <= float(r.effective_sample_size) <= 2000
+
+
+def test_basin_volume_flags_unbounded_rays():
+    loss_fn = lambda p, b: 0.5 * p[0] ** 2  # flat along p[1]: only the ray ±e₂ is unbounded
+    r = geo.basin_volume(loss_fn, jnp.zeros(2), None, key=jr.key(0), epsilon=0.1, num_directions=16)
+    assert int(r.num_unbounded) == 0  # no sampled ray is exactly ±e₂
+    loss_fn = lambda p, b: 0.0 * jnp.sum(p)
+    r = geo.basin_volume(
+        loss_fn, jnp.zeros(2), None, key=jr.key(0), epsilon=0.1, num_directions=16, num_scan=8
+    )
+    assert int(r.num_unbounded) == 16
+
+
+# --------------------------------------------------------------------------------------
+# Slices
+
+
+def _rescaled(params, c):
+    """Dense_0 (kernel and bias) times c, Dense_1's kernel times 1/c: the same ReLU net."""
+    p = jax.tree.map(lambda x: x, params)
+    p["Dense_0"] = {
+        "kernel": c * params["Dense_0"]["kernel"],
+        "bias": c * params["Dense_0"]["bias"],
+    }
+    p["Dense_1"] = {"kernel": params["Dense_1"]["kernel"] / c, "bias": params["Dense_1"]["bias"]}
+    return p
+
+
+def test_filter_normalised_slices_are_invariant_to_relu_rescaling():
+    model, loss_fn, params, batch = _mlp_problem()
+    scaled = _rescaled(params, 5.0)
+    np.testing.assert_allclose(
+        model.apply(scaled, batch[0]), model.apply(params, batch[0]), rtol=1e-5, atol=1e-6
+    )
+    kw = dict(key=jr.key(7), num_points=9, radius=1.0)
+    for norm in ("filter", "layer"):
+        a = geo.slice_1d(loss_fn, params, batch, normalization=norm, **kw)
+        b = geo.slice_1d(loss_fn, scaled, batch, normalization=norm, **kw)
+        np.testing.assert_allclose(a.losses, b.losses, rtol=1e-5)
+    a = geo.slice_1d(loss_fn, params, batch, normalization="none", **kw)
+    b = geo.slice_1d(loss_fn, scaled, batch, normalization="none", **kw)
+    assert float(jnp.max(jnp.abs(a.losses - b.losses))) > 1e-2
+
+
+def test_only_filter_normalisation_is_invariant_to_one_neuron_rescaling():
+    _, loss_fn, params, batch = _mlp_problem()
+    c, j = 4.0, 3  # rescale hidden unit j alone
+    scaled = jax.tree.map(lambda x: x, params)
+    scaled["Dense_0"] = {
+        "kernel": params["Dense_0"]["kernel"].at[:, j].multiply(c),
+        "bias": params["Dense_0"]["bias"].at[j].multiply(c),
+    }
+    scaled["Dense_1"] = {
+        "kernel": params["Dense_1"]["kernel"].at[j, :].multiply(1 / c),
+        "bias": params["Dense_1"]["bias"],
+    }
+    # A direction on Dense_0 alone: filter normalisation rescales column j's direction by c
+    # with the weights (the function along the line is unchanged); layer normalisation cannot.
+    d0 = jax.tree.map(jnp.zeros_like, params)
+    d0["Dense_0"] = jax.tree.map(
+        lambda x: x, geo.random_direction(params, key=jr.key(4))["Dense_0"]
+    )
+    da = geo.normalize_direction(d0, params, "filter")
+    db = geo.normalize_direction(d0, scaled, "filter")
+    la = geo.slice_1d(loss_fn, params, batch, direction=da, num_points=7).losses
+    lb = geo.slice_1d(loss_fn, scaled, batch, direction=db, num_points=7).losses
+    np.testing.assert_allclose(la, lb, rtol=1e-5)
+    la = geo.slice_1d(
+        loss_fn, params, batch, direction=geo.normalize_direction(d0, params, "layer"), num_points=7
+    ).losses
+    lb = geo.slice_1d(
+        loss_fn, scaled, batch, direction=geo.normalize_direction(d0, scaled, "layer"), num_points=7
+    ).losses
+    assert float(jnp.max(jnp.abs(la - lb))) > 1e-3
+
+
+def test_normalize_direction_conventions():
+    p = {
+        "Dense_0": {
+            "kernel": jnp.array([[3.0, 0.0, 1.0], [4.0, 0.0, 0.0]]),
+            "bias": jnp.array([1.0, 2.0, 2.0]),
+        }
+    }
+    d = {
+        "Dense_0": {
+            "kernel": jnp.array([[1.0, 1.0, 2.0], [1.0, 2.0, 0.0]]),
+            "bias": jnp.array([0.0, 3.0, 4.0]),
+        }
+    }
+    f = geo.normalize_direction(d, p, "filter")
+    np.testing.assert_allclose(jnp.linalg.norm(f["Dense_0"]["kernel"], axis=0), [5.0, 0.0, 1.0])
+    np.testing.assert_allclose(f["Dense_0"]["bias"], 0.0)
+    f = geo.normalize_direction(d, p, "filter", vectors="include")
+    np.testing.assert_allclose(jnp.linalg.norm(f["Dense_0"]["bias"]), 3.0, rtol=1e-6)
+    l = geo.normalize_direction(d, p, "layer")
+    np.testing.assert_allclose(jnp.linalg.norm(l["Dense_0"]["kernel"]), math.sqrt(26.0), rtol=1e-6)
+    n = geo.normalize_direction(d, p, "none")
+    np.testing.assert_allclose(n["Dense_0"]["bias"], d["Dense_0"]["bias"])
+    with pytest.raises(ValueError, match="normalization"):
+        geo.normalize_direction(d, p, "batch")
+    with pytest.raises(ValueError, match="vectors"):
+        geo.normalize_direction(d, p, "filter", vectors="keep")
+
+
+def test_slices_along_hessian_eigenvectors_are_exact_parabolas():
+    h, eig = _spd(jr.key(0), 4)
+    loss_fn = _quadratic(h, jnp.zeros(4))
+    vals, dirs = geo.hessian_directions(loss_fn, jnp.zeros(4), None, key=jr.key(1), k=2)
+    np.testing.assert_allclose(vals, eig[::-1][:2], rtol=1e-4)
+    s = geo.slice_1d(loss_fn, jnp.zeros(4), None, direction=dirs[0], num_points=5, radius=2.0)
+    np.testing.assert_allclose(s.losses, 0.5 * vals[0] * s.alphas**2, rtol=1e-4, atol=1e-6)
+    s2 = geo.slice_2d(loss_fn, jnp.zeros(4), None, directions=dirs, num_points=5, radius=2.0)
+    a, b = jnp.meshgrid(s2.alphas, s2.betas, indexing="ij")
+    np.testing.assert_allclose(
+        s2.losses, 0.5 * (vals[0] * a**2 + vals[1] * b**2), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_slice_2d_random_and_chunked():
+    _, loss_fn, params, batch = _mlp_problem()
+    s = geo.slice_2d(loss_fn, params, batch, key=jr.key(0), num_points=5)
+    assert s.losses.shape == (5, 5)
+    np.testing.assert_allclose(s.losses[2, 2], loss_fn(params, batch), rtol=1e-6)
+    c = geo.slice_2d(loss_fn, params, batch, key=jr.key(0), num_points=5, chunk_size=7)
+    np.testing.assert_allclose(c.losses, s.losses, rtol=1e-6)
+    # The two directions are independent draws, filter normalised.
+    np.testing.assert_allclose(
+        jnp.linalg.norm(s.directions[0]["Dense_0"]["kernel"], axis=0),
+        jnp.linalg.norm(params["Dense_0"]["kernel"], axis=0),
+        rtol=1e-5,
+    )
+    assert not np.allclose(
+        s.directions[0]["Dense_0"]["kernel"], s.directions[1]["Dense_0"]["kernel"]
+    )
+    with pytest.raises(ValueError, match="key"):
+        geo.slice_2d(loss_fn, params, batch)
+    with pytest.raises(ValueError, match="key"):
+        geo.slice_1d(loss_fn, params, batch)
+
+
+# --------------------------------------------------------------------------------------
+# Interpolation, instability, connectivity
+
+RING = lambda p, b: (jnp.sum(p**2) - 1.0) ** 2  # noqa: E731
+
+
+def test_interpolate_barriers_closed_forms():
+    a, b = jnp.array([1.0, 0.0]), jnp.array([-1.0, 0.0])
+    r = geo.interpolate(RING, a, b, None, num_points=21)
+    t = np.linspace(0, 1, 21)
+    np.testing.assert_allclose(r.losses, ((1 - 2 * t) ** 2 - 1) ** 2, atol=1e-6)
+    assert float(r.barrier) == pytest.approx(1.0) and float(r.barrier_t) == pytest.approx(0.5)
+    # Convex loss with unequal endpoints: no barrier above the chord, Frankle's height is > 0.
+    convex = lambda p, b: 0.5 * jnp.sum(p**2)
+    r = geo.interpolate(convex, jnp.array([1.0]), jnp.array([3.0]), None, num_points=11)
+    assert float(r.barrier) == pytest.approx(0.0, abs=1e-6)
+    assert float(r.barrier_mean) == pytest.approx(4.5 - 2.5)
+    # Accuracy along the line: error barrier.
+    acc = lambda p, b: (jnp.abs(p[0]) > 0.5).astype(jnp.float32)
+    r = geo.interpolate(RING, a, b, None, num_points=5, accuracy_fn=acc)
+    np.testing.assert_allclose(r.accuracies, [1, 0, 0, 0, 1])
+    assert float(r.error_barrier) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="params_b"):
+        geo.interpolate(RING, a, {"w": b}, None)
+
+
+def test_instability_from_endpoints_and_from_training():
+    data = ll.data.gaussian_mixture(key=jr.key(0), num_train=64, num_test=32, num_classes=3, dim=4)
+    model = ll.models.mlp([4, 8, 3])
+    loss_fn = ll.losses.cross_entropy(model)
+    acc_fn = ll.losses.accuracy(model)
+    params = model.init(jr.key(1))
+
+    def train_fn(p, k):
+        return ll.train.fit(
+            loss_fn, p, optax.sgd(0.2), data, steps=30, batch_size=16, key=k, progress=False
+        ).params
+
+    same = geo.instability(loss_fn, params, data.train, params_b=params, accuracy_fn=acc_fn)
+    assert float(same.value) == 0.0
+    r = geo.instability(
+        loss_fn,
+        params,
+        data.train,
+        train_fn=train_fn,
+        key=jr.key(2),
+        accuracy_fn=acc_fn,
+        num_points=9,
+    )
+    again = geo.interpolate(
+        loss_fn, r.params_a, r.params_b, data.train, num_points=9, accuracy_fn=acc_fn
+    )
+    np.testing.assert_allclose(r.value, again.error_barrier)
+    assert not np.allclose(r.params_a["Dense_0"]["kernel"], r.params_b["Dense_0"]["kernel"])
+    with pytest.raises(ValueError, match="exactly one"):
+        geo.instability(loss_fn, params, data.train)
+
+
+def test_curve_weights_and_points():
+    np.testing.assert_allclose(geo.curve_weights("bezier", 2, 0.5), [0.125, 0.375, 0.375, 0.125])
+    np.testing.assert_allclose(geo.curve_weights("polychain", 2, 0.5), [0, 0.5, 0.5, 0])
+    np.testing.assert_allclose(geo.curve_weights("polychain", 2, 1.0), [0, 0, 0, 1])
+    for kind in geo.CURVES:
+        for t in (0.0, 0.3, 1.0):
+            assert float(jnp.sum(geo.curve_weights(kind, 3, t))) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="kind"):
+        geo.curve_weights("spline", 1, 0.5)
+
+
+@pytest.mark.parametrize("kind,num_bends", [("bezier", 1), ("polychain", 3)])
+def test_connect_finds_the_ring_valley(kind, num_bends):
+    a, b = jnp.array([1.0, 0.0]), jnp.array([-1.0, 0.0])
+    c = geo.connect(
+        RING,
+        a,
+        b,
+        None,
+        key=jr.key(0),
+        kind=kind,
+        num_bends=num_bends,
+        steps=500,
+        learning_rate=0.05,
+        num_points=41,
+    )
+    assert float(c.linear.barrier) == pytest.approx(1.0)
+    assert float(c.barrier) < 0.05, float(c.barrier)
+    np.testing.assert_allclose(c(0.0), a, atol=1e-6)
+    np.testing.assert_allclose(c(1.0), b, atol=1e-6)
+    assert jax.tree.leaves(c.controls)[0].shape == (num_bends, 2)
+    assert c.train_losses.shape == (500,)
+
+
+def test_connect_two_mlps_lowers_the_barrier():
+    data = ll.data.gaussian_mixture(
+        key=jr.key(0), num_train=128, num_test=32, num_classes=3, dim=4, separation=2.0
+    )
+    model = ll.models.mlp([4, 8, 3])
+    loss_fn = ll.losses.cross_entropy(model)
+    ends = [
+        ll.train.fit(
+            loss_fn,
+            model.init(jr.key(s)),
+            optax.adam(0.05),
+            data,
+            steps=300,
+            batch_size=32,
+            key=jr.key(10 + s),
+            progress=False,
+        ).params
+        for s in (1, 2)
+    ]
+    c = geo.connect(
+        loss_fn,
+        ends[0],
+        ends[1],
+        data,
+        key=jr.key(3),
+        steps=300,
+        batch_size=32,
+        learning_rate=0.02,
+        accuracy_fn=ll.losses.accuracy(model),
+        num_points=11,
+    )
+    assert float(c.linear.barrier) > 0.05
+    assert float(c.barrier) <= float(c.linear.barrier)
+    assert c.path.accuracies.shape == (11,)
+
+
+def test_connect_with_batchnorm_statistics_hook():
+    data = ll.data.gaussian_mixture(key=jr.key(0), num_train=64, num_test=16, num_classes=3, dim=4)
+    model = ll.models.mlp([4, 8, 3], norm="batch")
+    loss_fn = ll.losses.cross_entropy(model)
+    a, b = model.init(jr.key(1)), model.init(jr.key(2))
+    hook = lambda p: {"stats": model.stats(p, data.x_train)}
+    c = geo.connect(
+        loss_fn,
+        a,
+        b,
+        data,
+        key=jr.key(3),
+        steps=20,
+        batch_size=16,
+        num_points=5,
+        apply_kwargs_fn=hook,
+    )
+    # With full-data statistics at the endpoints the loss is that of the batch statistics.
+    np.testing.assert_allclose(c.path.losses[0], loss_fn(a, data.train), rtol=1e-5)
+    np.testing.assert_allclose(c.linear.losses[-1], loss_fn(b, data.train), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------------------
+# Contracts: population vmap == loop, bad input
+
+
+def test_population_vmap_matches_loop():
+    model, loss_fn, _, batch = _mlp_problem()
+    pop = jax.vmap(model.init)(jr.split(jr.key(5), 3))
+    keys = jr.split(jr.key(6), 3)
+    members = [jax.tree.map(lambda x, i=i: x[i], pop) for i in range(3)]
+
+    vs = jax.vmap(lambda p, k: geo.slice_1d(loss_fn, p, batch, key=k, num_points=5).losses)(
+        pop, keys
+    )
+    es = jax.vmap(
+        lambda p, k: (
+            geo.expected_sharpness(loss_fn, p, batch, key=k, sigma=0.05, num_samples=8).value
+        )
+    )(pop, keys)
+    eps = jax.vmap(lambda p, k: geo.epsilon_sharpness(loss_fn, p, batch, key=k).value)(pop, keys)
+    ip = jax.vmap(lambda p: geo.interpolate(loss_fn, p, members[0], batch, num_points=5).losses)(
+        pop
+    )
+    for i, p in enumerate(members):
+        np.testing.assert_allclose(
+            vs[i], geo.slice_1d(loss_fn, p, batch, key=keys[i], num_points=5).losses, rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            es[i],
+            geo.expected_sharpness(loss_fn, p, batch, key=keys[i], sigma=0.05, num_samples=8).value,
+            rtol=1e-4,
+            atol=1e-7,
+        )
+        np.testing.assert_allclose(
+            eps[i], geo.epsilon_sharpness(loss_fn, p, batch, key=keys[i]).value, rtol=1e-4
+        )
+        np.testing.assert_allclose(
+            ip[i], geo.interpolate(loss_fn, p, members[0], batch, num_points=5).losses, rtol=1e-5
+        )
+
+
+def test_bad_arguments_raise_clear_errors():
+    loss_fn = lambda p, b: jnp.sum(p**2)
+    w = jnp.zeros(2)
+    with pytest.raises(ValueError, match="key"):
+        geo.expected_sharpness(loss_fn, w, None, key=0)
+    with pytest.raises(ValueError, match="sigma"):
+        geo.expected_sharpness(loss_fn, w, None, key=jr.key(0), sigma=-1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        geo.basin_volume(loss_fn, w, None, key=jr.key(0), epsilon=0.0)
+    with pytest.raises(ValueError, match="confidence"):
+        geo.basin_volume(loss_fn, w, None, key=jr.key(0), epsilon=0.1, confidence=95)
+    with pytest.raises(ValueError, match="num_points"):
+        geo.slice_1d(loss_fn, w, None, key=jr.key(0), num_points=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        data = ll.data.gaussian_mixture(key=jr.key(0), num_train=8, num_test=8)
+        geo.connect(loss_fn, w, w, data, key=jr.key(0))
+    with pytest.raises(ValueError, match="kind"):
+        geo.connect(loss_fn, w, w, None, key=jr.key(0), kind="spline")
