@@ -584,7 +584,7 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
     one batch with example weights ``w``; ``index`` is the global batch index (for keys).
     """
     x, y, n = _xy(batch)
-    flat, _ = ravel_pytree(params)
+    flat, unravel = ravel_pytree(params)
     dtype = flat.dtype
     if batch_size is None and mesh is None:
         w = jnp.ones((n,), dtype)
@@ -628,13 +628,13 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
             return jax.lax.psum(accumulate(p, t, xs, ys, ws, first), axes)
 
         spec = P(axes)
+        # check_vma off: the scan carry starts replicated (zeros) and becomes per-device.
         sharded_fn = jax.shard_map(
             local, mesh=mesh, in_specs=(P(), P(), spec, spec, spec), out_specs=P(),
             check_vma=False,
         )  # fmt: skip
         sum_fn = lambda p, t: sharded_fn(p, t, xs, ys, ws)
 
-    flat, unravel = ravel_pytree(params)
     ravel = lambda tree: ravel_pytree(tree)[0]
 
     def matvec(v):

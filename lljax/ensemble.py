@@ -146,8 +146,13 @@ def _as_keys(keys, name: str, num_members: int | None = None) -> jax.Array:
     return keys
 
 
-def init(model, *, key: jax.Array | None = None, num_members: int | None = None,
-         keys: jax.Array | None = None) -> Params:
+def init(
+    model,
+    *,
+    key: jax.Array | None = None,
+    num_members: int | None = None,
+    keys: jax.Array | None = None,
+) -> Params:
     """Stacked params ``(members, ...)``: ``vmap(model.init)`` over the members' init keys.
 
     The init key of member ``i`` is the first half of ``split(fold_in(key, i))``, as in
@@ -337,8 +342,13 @@ def available_memory(device: jax.Device | None = None) -> tuple[int, str]:
 
 
 def _tree_bytes(tree) -> int:
-    return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree.leaves(tree) if not _is_key_struct(x)))
+    return int(
+        sum(
+            math.prod(x.shape) * np.dtype(x.dtype).itemsize
+            for x in jax.tree.leaves(tree)
+            if not _is_key_struct(x)
+        )
+    )
 
 
 def _is_key_struct(x) -> bool:
@@ -376,19 +386,28 @@ def _estimate_bytes(loss_fn, optimizer, params_spec, hp_spec, x, y, xe, ye):
     params, hyperparams = structs(params_spec), structs(hp_spec)
     state = jax.eval_shape(
         lambda p, hp: train_lib.init_state(p, optimizer, key=jr.key(0), hyperparams=hp),
-        params, hyperparams)
+        params,
+        hyperparams,
+    )
     batch = (jax.ShapeDtypeStruct(*x), jax.ShapeDtypeStruct(*y))
     step = jax.make_jaxpr(jax.value_and_grad(loss_fn))(state.params, batch).jaxpr
-    ev = jax.make_jaxpr(loss_fn)(state.params, (jax.ShapeDtypeStruct(*xe),
-                                                jax.ShapeDtypeStruct(*ye))).jaxpr
+    ev = jax.make_jaxpr(loss_fn)(
+        state.params, (jax.ShapeDtypeStruct(*xe), jax.ShapeDtypeStruct(*ye))
+    ).jaxpr
     b_state = _tree_bytes(state.params) + _tree_bytes(state.opt_state)
     return b_state, max(_jaxpr_bytes(step), _jaxpr_bytes(ev))
 
 
 def memory_estimate(
-    loss_fn: Callable, params: Params, optimizer, data: data_lib.Dataset, *,
-    batch_size: int, hyperparams: Mapping[str, Any] | None = None,
-    eval_batch_size: int | None = None, device: jax.Device | None = None,
+    loss_fn: Callable,
+    params: Params,
+    optimizer,
+    data: data_lib.Dataset,
+    *,
+    batch_size: int,
+    hyperparams: Mapping[str, Any] | None = None,
+    eval_batch_size: int | None = None,
+    device: jax.Device | None = None,
 ) -> MemoryEstimate:
     """Bytes per member of a training run and how many members fit on one device.
 
@@ -408,13 +427,17 @@ def memory_estimate(
       >>> est.bytes_state, est.max_members > 1000
       (808, True)
     """
+
     def spec(tree):
         leaves, treedef = jax.tree.flatten(tree)
         return treedef, tuple((tuple(np.shape(x)), _dtype(x)) for x in leaves)
 
     n_eval = data.num_test if eval_batch_size is None else min(eval_batch_size, data.num_test)
     b_state, b_step = _estimate_bytes(
-        loss_fn, optimizer, spec(params), spec(dict(hyperparams or {})),
+        loss_fn,
+        optimizer,
+        spec(params),
+        spec(dict(hyperparams or {})),
         ((batch_size, *data.x_train.shape[1:]), _dtype(data.x_train)),
         ((batch_size, *data.y_train.shape[1:]), _dtype(data.y_train)),
         ((n_eval, *data.x_test.shape[1:]), _dtype(data.x_test)),
@@ -422,8 +445,9 @@ def memory_estimate(
     )
     per = 2 * b_state + b_step
     avail, source = available_memory(device)
-    return MemoryEstimate(b_state, b_step, per, avail, max(0, int(0.8 * avail) // max(per, 1)),
-                          source)
+    return MemoryEstimate(
+        b_state, b_step, per, avail, max(0, int(0.8 * avail) // max(per, 1)), source
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -431,11 +455,18 @@ def memory_estimate(
 # --------------------------------------------------------------------------------------
 
 
-def _run_population(loss_fn, optimizer, data, state, *, num_steps, batch_size, log_every,
-                    sampling):
+def _run_population(loss_fn, optimizer, data, state, *, num_steps, batch_size, log_every, sampling):
     def one(s):
-        return train_lib.run(loss_fn, optimizer, data, s, num_steps=num_steps,
-                             batch_size=batch_size, log_every=log_every, sampling=sampling)
+        return train_lib.run(
+            loss_fn,
+            optimizer,
+            data,
+            s,
+            num_steps=num_steps,
+            batch_size=batch_size,
+            log_every=log_every,
+            sampling=sampling,
+        )
 
     return jax.vmap(one)(state)
 
@@ -537,8 +568,18 @@ def train(
       MemoryError: not even the population's parameters and optimizer states fit.
     """
     steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size = (
-        train_lib._check_common(data, batch_size, steps, log_every, sampling, eval_every,
-                                checkpoint_every, chunk_size, eval_batch_size))
+        train_lib._check_common(
+            data,
+            batch_size,
+            steps,
+            log_every,
+            sampling,
+            eval_every,
+            checkpoint_every,
+            chunk_size,
+            eval_batch_size,
+        )
+    )
     if on_nonfinite not in ("raise", "flag"):
         raise ValueError(f"on_nonfinite: expected 'raise' or 'flag', got {on_nonfinite!r}")
     if not (isinstance(optimizer, optax.GradientTransformation) or callable(optimizer)):
@@ -549,8 +590,12 @@ def train(
     t0 = time.perf_counter()
 
     # Keys: member keys -> (init, data) keys, each overridable.
-    if keys is None and key is None and data_keys is not None and (
-            init_keys is not None or params is not None):
+    if (
+        keys is None
+        and key is None
+        and data_keys is not None
+        and (init_keys is not None or params is not None)
+    ):
         mkeys = None
         m = _as_keys(data_keys, "data_keys").shape[0]
     else:
@@ -581,12 +626,22 @@ def train(
         raise ValueError(f"mesh: needs an axis named {MEMBER_AXIS!r}, has {mesh.axis_names}")
     num_dev = mesh.shape[MEMBER_AXIS] if mesh is not None else 1
     m_pad = -(-m // num_dev) * num_dev
-    one_params = (jax.tree.map(lambda x: x[0], params) if params is not None
-                  else jax.eval_shape(model.init, jr.key(0)))
+    one_params = (
+        jax.tree.map(lambda x: x[0], params)
+        if params is not None
+        else jax.eval_shape(model.init, jr.key(0))
+    )
     one_hp = {k: v[0] for k, v in hp.items()}
     if member_chunk_size is None:
-        est = memory_estimate(loss_fn, one_params, optimizer, data, batch_size=batch_size,
-                              hyperparams=one_hp, eval_batch_size=eval_batch_size)
+        est = memory_estimate(
+            loss_fn,
+            one_params,
+            optimizer,
+            data,
+            batch_size=batch_size,
+            hyperparams=one_hp,
+            eval_batch_size=eval_batch_size,
+        )
         per_dev = m_pad // num_dev
         if per_dev * 2 * est.bytes_state > 0.8 * est.bytes_available:
             raise MemoryError(
@@ -620,9 +675,14 @@ def train(
 
     history: dict = {}
     meta = {
-        "kind": "ensemble", "num_members": m, "padded_members": m_pad,
-        "batch_size": batch_size, "sampling": sampling, "log_every": log_every,
-        "keys": train_lib.fingerprint((ik, dk)), "hyperparams": train_lib.fingerprint(hp),
+        "kind": "ensemble",
+        "num_members": m,
+        "padded_members": m_pad,
+        "batch_size": batch_size,
+        "sampling": sampling,
+        "log_every": log_every,
+        "keys": train_lib.fingerprint((ik, dk)),
+        "hyperparams": train_lib.fingerprint(hp),
         "init": train_lib.fingerprint(params) if params is not None else "model.init",
     }
     chunk_size = chunk_size or train_lib.DEFAULT_CHUNK_SIZE
@@ -638,7 +698,9 @@ def train(
 
     eval_member = train_lib._EvalSplits(
         eval_fn or train_lib.metrics_fn(loss_fn, accuracy=data.num_classes > 0),
-        tuple(eval_splits), eval_batch_size)
+        tuple(eval_splits),
+        eval_batch_size,
+    )
 
     def evaluate_fn(p):
         out = _chunked(lambda sub: _vmapped_jit(eval_member, sub, data), p, member_chunk_size)
@@ -646,25 +708,40 @@ def train(
 
     def run_chunk(s, n):
         def apply(sub):
-            return _run_population_jit(loss_fn, optimizer, data, sub, num_steps=n,
-                                       batch_size=batch_size, log_every=log_every,
-                                       sampling=sampling)
+            return _run_population_jit(
+                loss_fn,
+                optimizer,
+                data,
+                sub,
+                num_steps=n,
+                batch_size=batch_size,
+                log_every=log_every,
+                sampling=sampling,
+            )
+
         return _chunked_pair(apply, s, member_chunk_size)
 
     def checkpoint(s, h):
         train_lib.save_checkpoint(checkpoint_dir, s, h, meta=meta)
 
     eval_points = {steps} | (set(range(0, steps + 1, eval_every)) if eval_every else set())
-    ckpt_points = ({steps} | (set(range(0, steps + 1, checkpoint_every)) if checkpoint_every
-                              else set(train_lib.segment_ends(start, steps, chunk_size,
-                                                              eval_every))))
+    ckpt_points = {steps} | (
+        set(range(0, steps + 1, checkpoint_every))
+        if checkpoint_every
+        else set(train_lib.segment_ends(start, steps, chunk_size, eval_every))
+    )
     state, history = train_lib._drive(
-        state=state, history=history, steps=steps,
+        state=state,
+        history=history,
+        steps=steps,
         ends=train_lib.segment_ends(start, steps, chunk_size, eval_every, checkpoint_every),
-        run_chunk=run_chunk, evaluate_fn=evaluate_fn if eval_splits else None,
+        run_chunk=run_chunk,
+        evaluate_fn=evaluate_fn if eval_splits else None,
         eval_points=eval_points,
         checkpoint=checkpoint if checkpoint_dir is not None else None,
-        checkpoint_points=ckpt_points, log_every=log_every, on_nonfinite=on_nonfinite,
+        checkpoint_points=ckpt_points,
+        log_every=log_every,
+        on_nonfinite=on_nonfinite,
         progress=train_lib._Progress(steps, start, progress, label=f"ensemble[{m}]"),
     )
 
@@ -672,11 +749,14 @@ def train(
     if m_pad != m:
         keep = np.arange(m)
         state = _tree_index(state, keep)
-        history = {k: (v[:m] if (np.ndim(v) and k not in ("step", "eval_step")) else v)
-                   for k, v in history.items()}
+        history = {
+            k: (v[:m] if (np.ndim(v) and k not in ("step", "eval_step")) else v)
+            for k, v in history.items()
+        }
     history["wall_time"] = np.asarray(time.perf_counter() - t0)
-    return Population(state.params, state.opt_state, history, mkeys, ik, state.key,
-                      state.hyperparams, state)
+    return Population(
+        state.params, state.opt_state, history, mkeys, ik, state.key, state.hyperparams, state
+    )
 
 
 def _chunked_pair(apply, state, chunk_size):
@@ -765,8 +845,13 @@ _bootstrap_jit = jax.jit(_bootstrap, static_argnums=0)
 
 
 def rank_correlation(
-    a, b, *, method: str = "kendall", key: jax.Array | None = None,
-    num_bootstrap: int = 1000, confidence: float = 0.95,
+    a,
+    b,
+    *,
+    method: str = "kendall",
+    key: jax.Array | None = None,
+    num_bootstrap: int = 1000,
+    confidence: float = 0.95,
 ) -> RankCorrelation:
     """Kendall τ-b or Spearman ρ between two per-member measures, with a bootstrap CI.
 
@@ -866,8 +951,8 @@ class Summary:
         names = self.names
         cells = [[_fmt(self.columns[k][i]) for k in names] for i in range(len(self))]
         widths = [builtins.max(len(k), *(len(r[j]) for r in cells)) for j, k in enumerate(names)]
-        line = "  ".join(k.rjust(w) for k, w in zip(names, widths))
-        body = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+        line = "  ".join(k.rjust(w) for k, w in zip(names, widths, strict=True))
+        body = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
         return "\n".join([line, *body])
 
 
@@ -919,7 +1004,9 @@ def summary(
     m = _num_members(params)
     eval_member = train_lib._EvalSplits(
         eval_fn or train_lib.metrics_fn(loss_fn, accuracy=data.num_classes > 0),
-        ("train", "test"), eval_batch_size)
+        ("train", "test"),
+        eval_batch_size,
+    )
     fns = [("weight_norm", weight_norm)]
     if isinstance(measures, Mapping):
         fns += list(measures.items())
@@ -948,7 +1035,21 @@ def summary(
 
 
 __all__ = [
-    "Population", "init", "train", "map", "member_keys", "member_mesh", "shard",
-    "memory_estimate", "available_memory", "MemoryEstimate", "summary", "Summary",
-    "rank_correlation", "RankCorrelation", "register_measure", "MEASURES", "weight_norm",
+    "Population",
+    "init",
+    "train",
+    "map",
+    "member_keys",
+    "member_mesh",
+    "shard",
+    "memory_estimate",
+    "available_memory",
+    "MemoryEstimate",
+    "summary",
+    "Summary",
+    "rank_correlation",
+    "RankCorrelation",
+    "register_measure",
+    "MEASURES",
+    "weight_norm",
 ]

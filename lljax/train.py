@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import sys
 import tempfile
@@ -393,16 +392,23 @@ def _check_int(value, name: str, *, low: int = 1, optional: bool = False):
     return int(value)
 
 
-def _check_common(data, batch_size, steps, log_every, sampling, eval_every, checkpoint_every,
-                  chunk_size, eval_batch_size=None):
+def _check_common(
+    data,
+    batch_size,
+    steps,
+    log_every,
+    sampling,
+    eval_every,
+    checkpoint_every,
+    chunk_size,
+    eval_batch_size=None,
+):
     if not isinstance(data, data_lib.Dataset):
         raise ValueError(f"data: expected an lljax.data.Dataset, got {type(data).__name__}")
     steps = _check_int(steps, "steps")
     batch_size = _check_int(batch_size, "batch_size")
     if batch_size > data.num_train:
-        raise ValueError(
-            f"batch_size: {batch_size} exceeds the {data.num_train} training examples"
-        )
+        raise ValueError(f"batch_size: {batch_size} exceeds the {data.num_train} training examples")
     log_every = _check_int(log_every, "log_every")
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
@@ -410,8 +416,11 @@ def _check_common(data, batch_size, steps, log_every, sampling, eval_every, chec
     checkpoint_every = _check_int(checkpoint_every, "checkpoint_every", optional=True)
     chunk_size = _check_int(chunk_size, "chunk_size", optional=True)
     _check_int(eval_batch_size, "eval_batch_size", optional=True)
-    for name, v in (("eval_every", eval_every), ("checkpoint_every", checkpoint_every),
-                    ("chunk_size", chunk_size)):
+    for name, v in (
+        ("eval_every", eval_every),
+        ("checkpoint_every", checkpoint_every),
+        ("chunk_size", chunk_size),
+    ):
         if v is not None and v % log_every:
             raise ValueError(f"{name}: {v} must be a multiple of log_every={log_every}")
     return steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size
@@ -490,7 +499,11 @@ MANIFEST = "checkpoint.json"
 
 
 def save_checkpoint(
-    directory: str, state, history: Mapping[str, np.ndarray], *, meta: Mapping | None = None,
+    directory: str,
+    state,
+    history: Mapping[str, np.ndarray],
+    *,
+    meta: Mapping | None = None,
     keep: int = 2,
 ) -> str:
     """Writes ``state`` (any pytree; typed keys allowed) and ``history`` to ``directory``.
@@ -519,12 +532,18 @@ def save_checkpoint(
             "step": step,
             "file": fname,
             "treedef": str(treedef),
-            "leaves": [[k, list(a.shape), str(a.dtype)] for k, a in
-                       zip(kinds, (arrays[f"leaf_{i}"] for i in range(len(leaves))))],
+            "leaves": [
+                [k, list(a.shape), str(a.dtype)]
+                for k, a in zip(
+                    kinds, (arrays[f"leaf_{i}"] for i in range(len(leaves))), strict=True
+                )
+            ],
             "meta": dict(meta or {}),
         }
-        _atomic_write(os.path.join(directory, MANIFEST),
-                      lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+        _atomic_write(
+            os.path.join(directory, MANIFEST),
+            lambda f: f.write(json.dumps(manifest, indent=1).encode()),
+        )
         old = sorted(f for f in os.listdir(directory) if f.startswith("ckpt_") and f != fname)
         for f in old[: max(0, len(old) - (keep - 1))]:
             os.remove(os.path.join(directory, f))
@@ -584,7 +603,7 @@ def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
                 )
             sharding = getattr(leaf, "sharding", None)
             out.append(jax.device_put(new, sharding) if sharding is not None else new)
-        history = {k[len("history/"):]: z[k] for k in z.files if k.startswith("history/")}
+        history = {k[len("history/") :]: z[k] for k in z.files if k.startswith("history/")}
     return jax.tree.unflatten(treedef, out), history, saved_meta
 
 
@@ -663,7 +682,10 @@ def _drive(
             if on_nonfinite == "raise" or bad_members is None:
                 raise NonFiniteLossError(
                     msg + " (lower the learning rate, check the data, or resume from the "
-                    "last checkpoint)", step=bad_step, members=bad_members)
+                    "last checkpoint)",
+                    step=bad_step,
+                    members=bad_members,
+                )
             diverged = history.get("diverged_step")
             new = np.where(out["nonfinite_step"] >= 0, out["nonfinite_step"], -1)
             if diverged is not None:
@@ -749,8 +771,16 @@ def fit(
       NonFiniteLossError: a non-finite loss; ``.step`` is the first bad step.
     """
     steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size = _check_common(
-        data, batch_size, steps, log_every, sampling, eval_every, checkpoint_every,
-        chunk_size, eval_batch_size)
+        data,
+        batch_size,
+        steps,
+        log_every,
+        sampling,
+        eval_every,
+        checkpoint_every,
+        chunk_size,
+        eval_batch_size,
+    )
     if not isinstance(optimizer, optax.GradientTransformation):
         raise ValueError(
             f"optimizer: expected an optax.GradientTransformation, got {type(optimizer).__name__}"
@@ -766,8 +796,12 @@ def fit(
     state = init_state(params, optimizer, key=key)
     history: dict = {}
     meta = {
-        "kind": "fit", "batch_size": batch_size, "sampling": sampling, "log_every": log_every,
-        "key": fingerprint(key), "init": fingerprint(params),
+        "kind": "fit",
+        "batch_size": batch_size,
+        "sampling": sampling,
+        "log_every": log_every,
+        "key": fingerprint(key),
+        "init": fingerprint(params),
     }
     if checkpoint_dir is not None:
         loaded = load_checkpoint(checkpoint_dir, state, meta=meta)
@@ -779,29 +813,48 @@ def fit(
     if start > steps:
         raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
 
-    eval_splits_fn = _EvalSplits(eval_fn or metrics_fn(loss_fn, accuracy=data.num_classes > 0),
-                                 tuple(eval_splits), eval_batch_size)
+    eval_splits_fn = _EvalSplits(
+        eval_fn or metrics_fn(loss_fn, accuracy=data.num_classes > 0),
+        tuple(eval_splits),
+        eval_batch_size,
+    )
 
     def evaluate_fn(p):
         return {k: _to_host(v) for k, v in _eval_splits_jit(eval_splits_fn, p, data).items()}
 
     def run_chunk(s, n):
-        return _run_jit(loss_fn, optimizer, data, s, num_steps=n, batch_size=batch_size,
-                        log_every=log_every, sampling=sampling)
+        return _run_jit(
+            loss_fn,
+            optimizer,
+            data,
+            s,
+            num_steps=n,
+            batch_size=batch_size,
+            log_every=log_every,
+            sampling=sampling,
+        )
 
     def checkpoint(s, h):
         save_checkpoint(checkpoint_dir, s, h, meta=meta)
 
     eval_points = {steps} | (set(range(0, steps + 1, eval_every)) if eval_every else set())
-    ckpt_points = ({steps} | (set(range(0, steps + 1, checkpoint_every)) if checkpoint_every
-                              else set(segment_ends(start, steps, chunk_size, eval_every))))
+    ckpt_points = {steps} | (
+        set(range(0, steps + 1, checkpoint_every))
+        if checkpoint_every
+        else set(segment_ends(start, steps, chunk_size, eval_every))
+    )
     state, history = _drive(
-        state=state, history=history, steps=steps,
+        state=state,
+        history=history,
+        steps=steps,
         ends=segment_ends(start, steps, chunk_size, eval_every, checkpoint_every),
-        run_chunk=run_chunk, evaluate_fn=evaluate_fn if eval_splits else None,
+        run_chunk=run_chunk,
+        evaluate_fn=evaluate_fn if eval_splits else None,
         eval_points=eval_points,
         checkpoint=checkpoint if checkpoint_dir is not None else None,
-        checkpoint_points=ckpt_points, log_every=log_every, on_nonfinite="raise",
+        checkpoint_points=ckpt_points,
+        log_every=log_every,
+        on_nonfinite="raise",
         progress=_Progress(steps, start, progress),
     )
     history["wall_time"] = np.asarray(time.perf_counter() - t0)
@@ -809,7 +862,19 @@ def fit(
 
 
 __all__ = [
-    "TrainState", "FitResult", "NonFiniteLossError", "init_state", "run", "fit", "evaluate",
-    "metrics_fn", "batch_indices", "make_optimizer", "save_checkpoint", "load_checkpoint",
-    "segment_ends", "fingerprint", "as_key",
+    "TrainState",
+    "FitResult",
+    "NonFiniteLossError",
+    "init_state",
+    "run",
+    "fit",
+    "evaluate",
+    "metrics_fn",
+    "batch_indices",
+    "make_optimizer",
+    "save_checkpoint",
+    "load_checkpoint",
+    "segment_ends",
+    "fingerprint",
+    "as_key",
 ]

@@ -44,8 +44,9 @@ def test_init_is_vmapped_model_init_with_the_train_init_keys():
         ik, _ = jr.split(keys[i])
         # jit vs eager init may differ in the last bit; a key mix-up would differ by O(1).
         _leaves_close(jax.tree.map(lambda x: x[i], params), MODEL.init(ik), rtol=1e-6, atol=1e-7)
-    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, key=jr.key(1), num_members=4,
-                         hyperparams={"lr": 0.0}, **KW)
+    pop = ensemble.train(
+        MODEL, LOSS, _sgd, DATA, key=jr.key(1), num_members=4, hyperparams={"lr": 0.0}, **KW
+    )
     _leaves_close(pop.params, params, rtol=1e-6, atol=1e-7)
 
 
@@ -75,9 +76,20 @@ def test_init_and_data_keys_vary_independently():
     k = jr.key(4)
     shared_init = jax.vmap(lambda _: jr.key(5))(jnp.arange(4))
     # Same init, same data order: identical members.
-    same = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=4, init_keys=shared_init,
-                          same_data_order=True, **KW)
-    _leaves_equal(jax.tree.map(lambda x: x[0], same.params), jax.tree.map(lambda x: x[2], same.params))
+    same = ensemble.train(
+        MODEL,
+        LOSS,
+        OPT,
+        DATA,
+        key=k,
+        num_members=4,
+        init_keys=shared_init,
+        same_data_order=True,
+        **KW,
+    )
+    _leaves_equal(
+        jax.tree.map(lambda x: x[0], same.params), jax.tree.map(lambda x: x[2], same.params)
+    )
     _leaves_equal(same.data_keys[0], same.data_keys[1])
     # Same init, different data order: the members' initial params agree, the results differ.
     diff = ensemble.train(MODEL, LOSS, OPT, DATA, key=k, num_members=4, init_keys=shared_init, **KW)
@@ -106,8 +118,15 @@ def test_sweep_compiles_once_and_matches_separate_runs():
     assert len(traces) == n_traces  # the second sweep reuses every compiled program
     assert ensemble._run_population_jit._cache_size() == size1 == size0 + 1
     # Each member equals a population of one with its own values.
-    one = ensemble.train(MODEL, LOSS, factory, DATA, keys=keys[:1],
-                         hyperparams={k: v[:1] for k, v in hp2.items()}, **KW)
+    one = ensemble.train(
+        MODEL,
+        LOSS,
+        factory,
+        DATA,
+        keys=keys[:1],
+        hyperparams={k: v[:1] for k, v in hp2.items()},
+        **KW,
+    )
     _leaves_close(jax.tree.map(lambda x: x[:1], b.params), one.params)
     # ...and a fit with the constant-hyperparameter optimizer.
     ik, dk = jr.split(keys[1])
@@ -128,8 +147,10 @@ def test_inject_hyperparams_equals_factory():
 
 
 def _norms(p, scale):
-    return {"sq": sum(jnp.sum(x**2) for x in jax.tree.leaves(p)) * scale,
-            "out": MODEL.apply(p, DATA.x_test[:5])}
+    return {
+        "sq": sum(jnp.sum(x**2) for x in jax.tree.leaves(p)) * scale,
+        "out": MODEL.apply(p, DATA.x_test[:5]),
+    }
 
 
 def test_map_is_chunk_size_invariant():
@@ -142,17 +163,21 @@ def test_map_is_chunk_size_invariant():
     for c in (1, 2):
         _leaves_close(ensemble.map(_norms, params, 2.0, chunk_size=c), ref, rtol=1e-6, atol=1e-6)
     for i in range(5):
-        np.testing.assert_allclose(ref["out"][i],
-                                   MODEL.apply(jax.tree.map(lambda x: x[i], params), DATA.x_test[:5]),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            ref["out"][i],
+            MODEL.apply(jax.tree.map(lambda x: x[i], params), DATA.x_test[:5]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
     with pytest.raises(ValueError, match="member"):
         ensemble.map(_norms, {"a": jnp.ones(3), "b": jnp.ones(4)}, 1.0)
 
 
 def test_member_chunks_give_the_same_training():
     full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
-    chunked = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4,
-                             member_chunk_size=3, **KW)  # chunks of 3: the last one padded
+    chunked = ensemble.train(
+        MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, member_chunk_size=3, **KW
+    )  # chunks of 3: the last one padded
     _leaves_equal(full.params, chunked.params)
     np.testing.assert_array_equal(full.history["test_loss"], chunked.history["test_loss"])
 
@@ -180,20 +205,22 @@ def test_memory_estimate_and_automatic_chunking(monkeypatch):
 def test_sharded_equals_single_device():
     assert len(jax.devices()) == 4
     single = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=2, **KW)
-    sharded = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=2, shard=True,
-                             **KW)  # 2 members on 4 devices: padded to 4
+    sharded = ensemble.train(
+        MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=2, shard=True, **KW
+    )  # 2 members on 4 devices: padded to 4
     leaf = sharded.params["Dense_0"]["kernel"]
     assert leaf.shape[0] == 2
     _leaves_close(single.params, sharded.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(single.history["test_loss"], sharded.history["test_loss"], rtol=1e-5)
     # The state really is spread over the devices before the padding is dropped.
-    st = ensemble.shard(jax.tree.map(lambda x: x[:4], single.params))
+    st = ensemble.shard(ensemble.init(MODEL, key=jr.key(0), num_members=4))
     assert len(st["Dense_0"]["kernel"].sharding.device_set) == 4
 
 
 def test_population_resume_is_identical(tmp_path):
-    kw = dict(key=jr.key(11), num_members=2, batch_size=8, chunk_size=6, eval_every=6,
-              progress=False)
+    kw = dict(
+        key=jr.key(11), num_members=2, batch_size=8, chunk_size=6, eval_every=6, progress=False
+    )
     straight = ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, **kw)
     d = str(tmp_path / "pop")
     ensemble.train(MODEL, LOSS, OPT, DATA, steps=6, checkpoint_dir=d, **kw)
@@ -202,8 +229,9 @@ def test_population_resume_is_identical(tmp_path):
     for k in ("loss", "test_loss", "eval_step"):
         np.testing.assert_array_equal(straight.history[k], resumed.history[k])
     with pytest.raises(ValueError, match="num_members"):
-        ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d,
-                       **{**kw, "num_members": 4})
+        ensemble.train(
+            MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d, **{**kw, "num_members": 4}
+        )
 
 
 def test_divergence_is_raised_or_flagged():
@@ -212,8 +240,9 @@ def test_divergence_is_raised_or_flagged():
     with pytest.raises(train.NonFiniteLossError, match=r"members \[1\]") as e:
         ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp, **KW)
     assert e.value.members == [1]
-    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp,
-                         on_nonfinite="flag", **KW)
+    pop = ensemble.train(
+        MODEL, LOSS, _sgd, DATA, keys=keys, hyperparams=hp, on_nonfinite="flag", **KW
+    )
     d = pop.history["diverged_step"]
     assert d.tolist() == [-1, e.value.step, -1, -1]
     assert np.all(np.isfinite(pop.history["loss"][[0, 2, 3]]))
@@ -240,14 +269,26 @@ def test_train_validates_arguments(kwargs, match):
 
 
 def test_summary_table_and_exports(tmp_path):
-    pop = ensemble.train(MODEL, LOSS, _sgd, DATA, key=jr.key(13), num_members=4,
-                         hyperparams={"lr": jnp.array([0.01, 0.1, 0.3, 0.0])}, **KW)
-    table = ensemble.summary(pop, LOSS, DATA, measures={"first_bias": lambda p, d: p["Dense_0"]["bias"][0]})
+    pop = ensemble.train(
+        MODEL,
+        LOSS,
+        _sgd,
+        DATA,
+        key=jr.key(13),
+        num_members=4,
+        hyperparams={"lr": jnp.array([0.01, 0.1, 0.3, 0.0])},
+        **KW,
+    )
+    table = ensemble.summary(
+        pop, LOSS, DATA, measures={"first_bias": lambda p, d: p["Dense_0"]["bias"][0]}
+    )
     for i in range(4):
         p = pop.member(i)
         np.testing.assert_allclose(table["test_loss"][i], LOSS(p, DATA.test), rtol=1e-5)
         np.testing.assert_allclose(table["train_loss"][i], LOSS(p, DATA.train), rtol=1e-5)
-        np.testing.assert_allclose(table["test_accuracy"][i], ll.losses.accuracy(MODEL)(p, DATA.test))
+        np.testing.assert_allclose(
+            table["test_accuracy"][i], ll.losses.accuracy(MODEL)(p, DATA.test)
+        )
         norm = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(p)))
         np.testing.assert_allclose(table["weight_norm"][i], norm, rtol=1e-5)
         np.testing.assert_allclose(table["first_bias"][i], p["Dense_0"]["bias"][0])
@@ -264,8 +305,9 @@ def test_summary_table_and_exports(tmp_path):
         ensemble.summary(pop, LOSS, DATA, measures=["no_such_measure"])
 
 
-@pytest.mark.parametrize("method, ref", [("kendall", scipy.stats.kendalltau),
-                                         ("spearman", scipy.stats.spearmanr)])
+@pytest.mark.parametrize(
+    "method, ref", [("kendall", scipy.stats.kendalltau), ("spearman", scipy.stats.spearmanr)]
+)
 def test_rank_correlation_matches_scipy(method, ref):
     rng = np.random.default_rng(0)
     for _ in range(5):
@@ -275,8 +317,9 @@ def test_rank_correlation_matches_scipy(method, ref):
         np.testing.assert_allclose(r.value, ref(a, b)[0], rtol=1e-12)
         assert np.isnan(r.low)
     a, b = rng.normal(size=30), rng.normal(size=30)
-    np.testing.assert_allclose(ensemble.rank_correlation(a, b, method=method).value,
-                               ref(a, b)[0], rtol=1e-12)
+    np.testing.assert_allclose(
+        ensemble.rank_correlation(a, b, method=method).value, ref(a, b)[0], rtol=1e-12
+    )
 
 
 def test_rank_correlation_bootstrap():

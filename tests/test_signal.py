@@ -209,9 +209,9 @@ def test_propagation_matches_manual_forward_backward():
         return out
 
     eps0 = [jnp.zeros((4, 7)), jnp.zeros((4, 6)), jnp.zeros((4, 3))]
-    acts = layers(eps0)
-    grads = jax.grad(lambda e: jnp.sum(layers(e)[-1] * cot))(eps0)
-    gx = jax.grad(lambda xx: jnp.sum(model.apply(params, xx) * cot))(x)
+    acts = jax.jit(layers)(eps0)
+    grads = jax.jit(jax.grad(lambda e: jnp.sum(layers(e)[-1] * cot)))(eps0)
+    gx = jax.jit(jax.grad(lambda xx: jnp.sum(model.apply(params, xx) * cot)))(x)
     for i, a in enumerate(acts):
         n = a / jnp.linalg.norm(a, axis=1, keepdims=True)
         cos = n @ n.T

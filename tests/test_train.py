@@ -57,8 +57,12 @@ def test_epoch_sampling_visits_each_example_once_per_epoch():
     key = jr.key(3)
     n, bs = 23, 5  # 4 batches per epoch, 3 examples dropped each epoch
     for epoch in range(2):
-        idx = np.concatenate([np.asarray(train.batch_indices(key, jnp.int32(epoch * 4 + i), n, bs))
-                              for i in range(4)])
+        idx = np.concatenate(
+            [
+                np.asarray(train.batch_indices(key, jnp.int32(epoch * 4 + i), n, bs))
+                for i in range(4)
+            ]
+        )
         assert len(np.unique(idx)) == 20 and idx.min() >= 0 and idx.max() < n
     e0 = np.asarray(train.batch_indices(key, jnp.int32(0), n, bs))
     e1 = np.asarray(train.batch_indices(key, jnp.int32(4), n, bs))
@@ -67,8 +71,17 @@ def test_epoch_sampling_visits_each_example_once_per_epoch():
 
 
 def test_fit_learns_and_history_shapes():
-    r = train.fit(LOSS, PARAMS, optax.adam(0.05), DATA, steps=60, batch_size=10, key=jr.key(4),
-                  eval_every=20, progress=False)
+    r = train.fit(
+        LOSS,
+        PARAMS,
+        optax.adam(0.05),
+        DATA,
+        steps=60,
+        batch_size=10,
+        key=jr.key(4),
+        eval_every=20,
+        progress=False,
+    )
     h = r.history
     assert h["loss"].shape == (60,) and h["step"].tolist() == list(range(60))
     assert h["eval_step"].tolist() == [0, 20, 40, 60]
@@ -87,8 +100,9 @@ def test_chunking_and_log_every_do_not_change_the_run():
     a = train.fit(LOSS, PARAMS, OPT, DATA, chunk_size=30, **kw)
     b = train.fit(LOSS, PARAMS, OPT, DATA, chunk_size=10, log_every=5, **kw)
     _assert_trees_close(a.params, b.params, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(b.history["loss"], a.history["loss"].reshape(6, 5).mean(1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        b.history["loss"], a.history["loss"].reshape(6, 5).mean(1), rtol=1e-5
+    )
     assert b.history["step"].tolist() == [0, 5, 10, 15, 20, 25]
 
 
@@ -162,8 +176,17 @@ def test_nonfinite_loss_names_the_first_bad_step():
     first = int(np.argmax(~np.isfinite(np.asarray(out["loss"]))))
     assert int(out["nonfinite_step"]) == first > 0
     with pytest.raises(train.NonFiniteLossError, match=f"step {first}") as e:
-        train.fit(LOSS, PARAMS, opt, DATA, steps=40, batch_size=8, key=jr.key(11),
-                  chunk_size=7, progress=False)
+        train.fit(
+            LOSS,
+            PARAMS,
+            opt,
+            DATA,
+            steps=40,
+            batch_size=8,
+            key=jr.key(11),
+            chunk_size=7,
+            progress=False,
+        )
     assert e.value.step == first
 
 
@@ -182,8 +205,16 @@ def test_nonfinite_loss_names_the_first_bad_step():
     ],
 )
 def test_fit_validates_arguments(kwargs, match):
-    args = dict(loss_fn=LOSS, params=PARAMS, optimizer=OPT, data=DATA, steps=5, batch_size=8,
-                key=jr.key(0), progress=False)
+    args = dict(
+        loss_fn=LOSS,
+        params=PARAMS,
+        optimizer=OPT,
+        data=DATA,
+        steps=5,
+        batch_size=8,
+        key=jr.key(0),
+        progress=False,
+    )
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         train.fit(**args)
@@ -222,8 +253,16 @@ def test_fit_float64(x64):
     model = ll.models.mlp([4, 8, 3], dtype=jnp.float64)
     data = DATA.astype(jnp.float64)
     loss = ll.losses.cross_entropy(model)
-    r = train.fit(loss, model.init(jr.key(0)), optax.sgd(0.1), data, steps=5, batch_size=8,
-                  key=jr.key(1), progress=False)
+    r = train.fit(
+        loss,
+        model.init(jr.key(0)),
+        optax.sgd(0.1),
+        data,
+        steps=5,
+        batch_size=8,
+        key=jr.key(1),
+        progress=False,
+    )
     assert all(x.dtype == jnp.float64 for x in jax.tree.leaves(r.params))
     assert r.history["loss"].dtype == np.float64
 

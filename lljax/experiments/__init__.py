@@ -45,6 +45,7 @@ __all__ = [
     "get",
     "measure",
     "names",
+    "progress",
     "register",
     "resolve_settings",
     "run",
@@ -369,6 +370,30 @@ def to_json(obj: Any) -> Any:
     if callable(obj):
         return getattr(obj, "__name__", repr(obj))
     return repr(obj)
+
+
+def progress(items: Sequence[Any], label: str = "", *, enabled: bool = True):
+    """Yields ``items``, printing ``label [i/n] item (elapsed)`` to stderr before each.
+
+    For experiments that loop over configurations on the host (training runs show their
+    own bar from :func:`lljax.train.fit`).
+
+    Examples:
+      >>> [x for x in progress([1, 2], "demo", enabled=False)]
+      [1, 2]
+    """
+    import sys
+
+    items = list(items)
+    t0 = time.perf_counter()
+    for i, item in enumerate(items):
+        if enabled:
+            print(
+                f"{label} [{i + 1}/{len(items)}] {item} ({time.perf_counter() - t0:.0f}s)",
+                file=sys.stderr,
+                flush=True,
+            )
+        yield item
 
 
 def _check_writable(out_dir: Path) -> None:
