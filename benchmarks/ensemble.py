@@ -45,8 +45,12 @@ def synthetic(num_examples: int, dim: int, classes: int, *, seed: int = 0) -> ll
     y = np.argmax(x @ w, -1).astype(np.int32)
     n_test = max(1, num_examples // 8)
     return ll.data.Dataset(
-        jnp.asarray(x), jnp.asarray(y), jnp.asarray(x[:n_test]), jnp.asarray(y[:n_test]),
-        name="synthetic", num_classes=classes,
+        jnp.asarray(x),
+        jnp.asarray(y),
+        jnp.asarray(x[:n_test]),
+        jnp.asarray(y[:n_test]),
+        name="synthetic",
+        num_classes=classes,
     )
 
 
@@ -70,8 +74,17 @@ def bench_lljax(data, widths, members, steps, batch, lr, repeats):
 
     def go():
         pop = ll.ensemble.train(
-            model, loss_fn, opt, data, key=jr.key(0), num_members=members, steps=steps,
-            batch_size=batch, chunk_size=steps, eval_splits=(), sampling="replacement",
+            model,
+            loss_fn,
+            opt,
+            data,
+            key=jr.key(0),
+            num_members=members,
+            steps=steps,
+            batch_size=batch,
+            chunk_size=steps,
+            eval_splits=(),
+            sampling="replacement",
             progress=False,
         )
         jax.block_until_ready(pop.params)
@@ -152,8 +165,11 @@ def bench_raw(data, widths, members, steps, batch, lr, repeats):
     looped()
     first_l = time.perf_counter() - t0
     return (
-        {"seconds": _timed(vmapped, repeats), "first_call_seconds": first_v,
-         "final_loss": float(jnp.mean(losses[-10:]))},
+        {
+            "seconds": _timed(vmapped, repeats),
+            "first_call_seconds": first_v,
+            "final_loss": float(jnp.mean(losses[-10:])),
+        },
         {"seconds": _timed(looped, repeats), "first_call_seconds": first_l},
     )
 
@@ -222,8 +238,12 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
     eager_loop_t = _timed(eager_loop, 1) * members / loop_members
     func_vmap()  # warm-up
     return {
-        "torch_loop": {"seconds": eager_loop_t, "measured_members": loop_members,
-                       "device": dev, "torch": torch.__version__},
+        "torch_loop": {
+            "seconds": eager_loop_t,
+            "measured_members": loop_members,
+            "device": dev,
+            "torch": torch.__version__,
+        },
         "torch_func": {"seconds": _timed(func_vmap, repeats), "device": dev},
     }
 
@@ -235,13 +255,19 @@ def scaling(data, widths, member_list, width_list, width_members, steps, batch, 
     rows_m, rows_w = [], []
     for m in member_list:
         r = bench_lljax(data, widths, m, steps, batch, lr, 1)
-        rows_m.append({"members": m, "ms_per_step": 1e3 * r["seconds"] / steps,
-                       "member_steps_per_s": m * steps / r["seconds"]})
+        rows_m.append(
+            {
+                "members": m,
+                "ms_per_step": 1e3 * r["seconds"] / steps,
+                "member_steps_per_s": m * steps / r["seconds"],
+            }
+        )
     for w in width_list:
         ws = [widths[0], w, w, widths[-1]]
         r = bench_lljax(data, ws, width_members, steps, batch, lr, 1)
-        rows_w.append({"width": w, "members": width_members,
-                       "ms_per_step": 1e3 * r["seconds"] / steps})
+        rows_w.append(
+            {"width": w, "members": width_members, "ms_per_step": 1e3 * r["seconds"] / steps}
+        )
     return rows_m, rows_w
 
 
@@ -253,11 +279,18 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--num-examples", type=int, default=8192)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--torch-loop-members", type=int, default=None,
-                   help="members actually run in the PyTorch eager loop (time scaled up)")
+    p.add_argument(
+        "--torch-loop-members",
+        type=int,
+        default=None,
+        help="members actually run in the PyTorch eager loop (time scaled up)",
+    )
     p.add_argument("--no-scaling", action="store_true")
-    p.add_argument("--quick", action="store_true",
-                   help="8 members, 50 steps, small scaling tables (CPU smoke run)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="8 members, 50 steps, small scaling tables (CPU smoke run)",
+    )
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     on_cpu = jax.default_backend() == "cpu"
@@ -269,10 +302,12 @@ def main(argv=None):
 
     res = {}
     res["lljax"] = bench_lljax(data, widths, a.members, a.steps, a.batch, a.lr, a.repeats)
-    res["raw_vmap"], res["jax_loop"] = bench_raw(data, widths, a.members, a.steps, a.batch,
-                                                 a.lr, a.repeats)
-    torch_res = bench_torch(data, widths, a.members, a.steps, a.batch, a.lr, a.repeats,
-                            loop_members)
+    res["raw_vmap"], res["jax_loop"] = bench_raw(
+        data, widths, a.members, a.steps, a.batch, a.lr, a.repeats
+    )
+    torch_res = bench_torch(
+        data, widths, a.members, a.steps, a.batch, a.lr, a.repeats, loop_members
+    )
     if torch_res:
         res.update(torch_res)
     ratios = {
@@ -303,14 +338,23 @@ def main(argv=None):
         "host": platform.processor() or platform.machine(),
         "jax": jax.__version__,
         "lljax": ll.__version__,
-        "settings": {"members": a.members, "steps": a.steps, "batch": a.batch, "lr": a.lr,
-                     "widths": widths, "num_examples": a.num_examples, "repeats": a.repeats},
+        "settings": {
+            "members": a.members,
+            "steps": a.steps,
+            "batch": a.batch,
+            "lr": a.lr,
+            "widths": widths,
+            "num_examples": a.num_examples,
+            "repeats": a.repeats,
+        },
         "results": res,
         "ratios": ratios,
         "scaling": scale,
     }
-    print(f"# ensemble training: {a.members} x MLP {widths}, batch {a.batch}, {a.steps} SGD "
-          f"steps on {out['device']} (jax {jax.__version__})")
+    print(
+        f"# ensemble training: {a.members} x MLP {widths}, batch {a.batch}, {a.steps} SGD "
+        f"steps on {out['device']} (jax {jax.__version__})"
+    )
     print(f"{'variant':<12} {'seconds':>10} {'x lljax':>9}  notes")
     for k, v in res.items():
         note = ""
@@ -318,7 +362,9 @@ def main(argv=None):
             note = f"first call (compile) {v['first_call_seconds']:.2f}s"
         if k == "torch_loop":
             note = f"{v['measured_members']} members run, scaled to {a.members}"
-        print(f"{k:<12} {v['seconds']:>10.3f} {v['seconds'] / res['lljax']['seconds']:>9.2f}  {note}")
+        print(
+            f"{k:<12} {v['seconds']:>10.3f} {v['seconds'] / res['lljax']['seconds']:>9.2f}  {note}"
+        )
     if scale:
         print(f"\n# lljax time per step vs members (width 256, {scale['steps']} steps)")
         print(f"{'members':>8} {'ms/step':>10} {'member-steps/s':>15}")

@@ -82,8 +82,9 @@ def hvp_operator(loss_fn, params, batch):
             pass
     flat, unravel = ravel_pytree(params)
     grad = jax.grad(lambda f: loss_fn(unravel(f), batch))
-    return ll.curvature.Operator(lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size,
-                                 flat.dtype, unravel, "hessian")
+    return ll.curvature.Operator(
+        lambda v: jax.jvp(grad, (flat,), (v,))[1], flat.size, flat.dtype, unravel, "hessian"
+    )
 
 
 # ----------------------------------------------------------------------------- naive baseline
@@ -166,13 +167,21 @@ def pyhessian_section(model, params, batch, reference_top, exact_trace):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--num-steps", type=int, default=90, help="Lanczos steps (step timing, naive top-5)")
+    parser.add_argument(
+        "--num-steps", type=int, default=90, help="Lanczos steps (step timing, naive top-5)"
+    )
     parser.add_argument("--num-probes", type=int, default=8, help="SLQ probes")
-    parser.add_argument("--population", type=int, default=None,
-                        help="seeds in the vmapped population (default 64 on GPU, 8 on CPU)")
+    parser.add_argument(
+        "--population",
+        type=int,
+        default=None,
+        help="seeds in the vmapped population (default 64 on GPU, 8 on CPU)",
+    )
     parser.add_argument("--population-steps", type=int, default=20)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--skip", default="", help="comma list of sections to skip: density,population,pyhessian")
+    parser.add_argument(
+        "--skip", default="", help="comma list of sections to skip: density,population,pyhessian"
+    )
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     backend = jax.default_backend()
@@ -239,11 +248,15 @@ def main(argv=None):
     rec["top5_s"] = timeit(top5_fn, flat, batch, reps=args.reps)
     out = top5_fn(flat, batch)
     rec["top5_matvecs"] = int(out.num_matvecs)
-    rec["top5_max_rel_err"] = float(np.max(np.abs(np.asarray(out.eigenvalues) - reference) / np.abs(reference)))
+    rec["top5_max_rel_err"] = float(
+        np.max(np.abs(np.asarray(out.eigenvalues) - reference) / np.abs(reference))
+    )
     naive_fn = jax.jit(naive)
     rec["naive_top5_s"] = timeit(naive_fn, flat, batch, reps=1)
     naive_vals = np.sort(np.asarray(naive_fn(flat, batch)))[::-1][:5]
-    rec["naive_top5_max_rel_err"] = float(np.max(np.abs(naive_vals - reference) / np.abs(reference)))
+    rec["naive_top5_max_rel_err"] = float(
+        np.max(np.abs(naive_vals - reference) / np.abs(reference))
+    )
 
     def power(f, b):
         op = hvp_operator(loss_fn, unravel(f), b)
@@ -257,17 +270,28 @@ def main(argv=None):
 
     # Trace at equal matvecs.
     for method in ("hutchinson", "hutch++"):
-        fn = jax.jit(lambda f, b, method=method: spectrum.trace(
-            hvp_operator(loss_fn, unravel(f), b), key=key, num_probes=99, method=method,
-            batch_size=33))
+        fn = jax.jit(
+            lambda f, b, method=method: spectrum.trace(
+                hvp_operator(loss_fn, unravel(f), b),
+                key=key,
+                num_probes=99,
+                method=method,
+                batch_size=33,
+            )
+        )
         rec[f"trace_{method}_s"] = timeit(fn, flat, batch, reps=1)
         est = fn(flat, batch)
         rec[f"trace_{method}"] = [float(est.value), float(est.stderr)]
 
     if "density" not in skip:
-        dens_fn = jax.jit(lambda f, b: spectrum.density(
-            hvp_operator(loss_fn, unravel(f), b), key=key, num_probes=args.num_probes,
-            num_steps=m))
+        dens_fn = jax.jit(
+            lambda f, b: spectrum.density(
+                hvp_operator(loss_fn, unravel(f), b),
+                key=key,
+                num_probes=args.num_probes,
+                num_steps=m,
+            )
+        )
         rec["density_s"] = timeit(dens_fn, flat, batch, reps=1)
         rec["density_probes_steps"] = [args.num_probes, m]
 
@@ -300,25 +324,68 @@ def main(argv=None):
         rec["pyhessian"] = pyhessian_section(model, params, batch, reference, exact_trace)
 
     rows = [
-        ("HVP / gradient time", f"{rec['hvp_over_grad']:.2f}x", f"grad {rec['grad_s'] * 1e3:.1f} ms, HVP {rec['hvp_s'] * 1e3:.1f} ms"),
-        ("HVP FLOP/s / matmul FLOP/s", f"{rec.get('hvp_fraction_of_matmul_rate', float('nan')):.2f}", f"matmul {rec['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s"),
-        ("Lanczos step / HVP (lljax)", f"{rec['lanczos_step_over_hvp']:.2f}x", f"{m} steps, basis {rec['basis_bytes'] / 2**20:.0f} MiB"),
+        (
+            "HVP / gradient time",
+            f"{rec['hvp_over_grad']:.2f}x",
+            f"grad {rec['grad_s'] * 1e3:.1f} ms, HVP {rec['hvp_s'] * 1e3:.1f} ms",
+        ),
+        (
+            "HVP FLOP/s / matmul FLOP/s",
+            f"{rec.get('hvp_fraction_of_matmul_rate', float('nan')):.2f}",
+            f"matmul {rec['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s",
+        ),
+        (
+            "Lanczos step / HVP (lljax)",
+            f"{rec['lanczos_step_over_hvp']:.2f}x",
+            f"{m} steps, basis {rec['basis_bytes'] / 2**20:.0f} MiB",
+        ),
         ("Lanczos step / HVP (naive)", f"{rec['naive_step_over_hvp']:.2f}x", ""),
-        ("top-5 lljax eigsh", f"{rec['top5_s']:.2f} s", f"max rel err {rec['top5_max_rel_err']:.1e}, {rec['top5_matvecs']} matvecs"),
-        ("top-5 naive Lanczos", f"{rec['naive_top5_s']:.2f} s", f"max rel err {rec['naive_top5_max_rel_err']:.1e}, {m} matvecs"),
-        ("top-1 power iteration", f"{rec['power_top1_s']:.2f} s", f"rel err {rec['power_top1_rel_err']:.1e}, {rec['power_top1_iters']} iters"),
-        ("trace Hutchinson (99 mv)", f"{rec['trace_hutchinson_s']:.2f} s", "value %.4g ± %.2g" % tuple(rec["trace_hutchinson"])),
-        ("trace Hutch++ (99 mv)", f"{rec['trace_hutch++_s']:.2f} s", "value %.4g ± %.2g" % tuple(rec["trace_hutch++"])),
+        (
+            "top-5 lljax eigsh",
+            f"{rec['top5_s']:.2f} s",
+            f"max rel err {rec['top5_max_rel_err']:.1e}, {rec['top5_matvecs']} matvecs",
+        ),
+        (
+            "top-5 naive Lanczos",
+            f"{rec['naive_top5_s']:.2f} s",
+            f"max rel err {rec['naive_top5_max_rel_err']:.1e}, {m} matvecs",
+        ),
+        (
+            "top-1 power iteration",
+            f"{rec['power_top1_s']:.2f} s",
+            f"rel err {rec['power_top1_rel_err']:.1e}, {rec['power_top1_iters']} iters",
+        ),
+        (
+            "trace Hutchinson (99 mv)",
+            f"{rec['trace_hutchinson_s']:.2f} s",
+            "value {:.4g} ± {:.2g}".format(*rec["trace_hutchinson"]),
+        ),
+        (
+            "trace Hutch++ (99 mv)",
+            f"{rec['trace_hutch++_s']:.2f} s",
+            "value {:.4g} ± {:.2g}".format(*rec["trace_hutch++"]),
+        ),
     ]
     if "density_s" in rec:
-        rows.append(("SLQ density", f"{rec['density_s']:.2f} s", f"{args.num_probes} probes × {m} steps"))
+        rows.append(
+            ("SLQ density", f"{rec['density_s']:.2f} s", f"{args.num_probes} probes × {m} steps")
+        )
     if "population_speedup" in rec:
-        rows.append(("population vmap vs loop", f"{rec['population_speedup']:.2f}x",
-                     f"{population} seeds × {rec['population_steps']} steps: {rec['population_vmap_s']:.2f} s vs {rec['population_loop_s']:.2f} s"))
+        rows.append(
+            (
+                "population vmap vs loop",
+                f"{rec['population_speedup']:.2f}x",
+                f"{population} seeds × {rec['population_steps']} steps: {rec['population_vmap_s']:.2f} s vs {rec['population_loop_s']:.2f} s",
+            )
+        )
     if rec.get("pyhessian", {}).get("available"):
         p = rec["pyhessian"]
-        rows.append(("PyHessian top-5", f"{p['top5_s']:.2f} s", f"max rel err {p['top5_max_rel_err']:.1e}"))
-        rows.append(("PyHessian trace / density", f"{p['trace_s']:.2f} / {p['density_s']:.2f} s", ""))
+        rows.append(
+            ("PyHessian top-5", f"{p['top5_s']:.2f} s", f"max rel err {p['top5_max_rel_err']:.1e}")
+        )
+        rows.append(
+            ("PyHessian trace / density", f"{p['trace_s']:.2f} / {p['density_s']:.2f} s", "")
+        )
     print(f"# lljax spectrum benchmark: {args.size}, {n} params, {device} ({backend})")
     width = max(len(r[0]) for r in rows)
     for name, val, note in rows:

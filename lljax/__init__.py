@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 _MODULES = (
     "init", "models", "losses", "data", "train", "optim", "ensemble",
-    "curvature", "spectrum", "landscape", "signal", "experiments",
+    "curvature", "spectrum", "landscape", "signal", "critical", "experiments",
 )
 
 for _name in _MODULES:

@@ -583,7 +583,8 @@ def llc_samples(
       >>> pop = jax.tree.map(lambda p: jnp.stack([p, p]), w)   # two "seeds"
       >>> keys = jax.random.split(jax.random.key(2), 2)
       >>> f = lambda p, k: ll.landscape.llc_samples(loss_fn, p, data, key=k, num_chains=2,
-      ...                                           num_draws=8, num_burnin=0, batch_size=64)
+      ...                                           num_draws=8, num_burnin=0, batch_size=64,
+      ...                                           num_power_iterations=0)
       >>> jax.vmap(f)(pop, keys).per_chain.shape
       (2, 2)
     """
@@ -728,7 +729,8 @@ def llc(
       >>> loss_fn = ll.losses.mse(model)
       >>> w = model.init(jax.random.key(1))
       >>> r = ll.landscape.llc(loss_fn, w, data, key=jax.random.key(2), num_chains=2,
-      ...                      num_draws=20, num_burnin=10, step_size=1e-4, batch_size=64)
+      ...                      num_draws=20, num_burnin=10, step_size=1e-4, batch_size=64,
+      ...                      num_power_iterations=0)
       >>> r.per_chain.shape, r.loss_trace.shape
       ((2,), (2, 20))
     """

@@ -56,7 +56,8 @@ from lljax.curvature import Operator, from_matrix
 
 _HIGHEST = lax.Precision.HIGHEST
 _WHICH = ("LA", "SA", "LM")
-_PREFIX_MIN_ELEMENTS = 1 << 22  # basis size (rows × size) above which only the filled prefix is read
+# Basis size (rows × size) above which reorthogonalisation reads only the filled prefix.
+_PREFIX_MIN_ELEMENTS = 1 << 22
 
 # --------------------------------------------------------------------------------------
 # Result types
@@ -439,9 +440,7 @@ def _extend_full(matvec, Q, start: int, stop: int, key, scale, sdt) -> _ExtendOu
 
     (Q, scale), (alpha, beta, dropped) = lax.scan(step, (Q, scale), jnp.arange(start, stop))
     pad = (start, 0)
-    return _ExtendOut(
-        Q, jnp.pad(alpha, pad), jnp.pad(beta, pad), jnp.pad(dropped, pad), scale
-    )
+    return _ExtendOut(Q, jnp.pad(alpha, pad), jnp.pad(beta, pad), jnp.pad(dropped, pad), scale)
 
 
 def _lanczos_local(matvec, q0, num_steps: int, key, sdt, store: bool):
@@ -599,7 +598,9 @@ def ritz(result: LanczosResult) -> RitzResult:
     vectors = None
     if result.basis is not None:
         vectors = lax.dot_general(
-            result.basis, S.astype(result.basis.dtype), (((0,), (0,)), ((), ())),
+            result.basis,
+            S.astype(result.basis.dtype),
+            (((0,), (0,)), ((), ())),
             precision=_HIGHEST,
         )
     return RitzResult(theta, vectors, bounds, S[0] ** 2)
@@ -639,7 +640,7 @@ def eigsh(
     key: jax.Array,
     num_steps: int | None = None,
     tol: float | None = None,
-    max_restarts: int = 100,
+    max_restarts: int | jax.Array = 100,
     return_eigenvectors: bool = True,
     v0: jax.Array | None = None,
     memory_budget: int | None = None,
@@ -665,7 +666,8 @@ def eigsh(
         ``|β_m s_m| ≤ tol · |θ|`` (or ≤ the attainable floor ``50 · eps · max|θ|``).
         Default 1e-5 for float32 vectors, 1e-10 for float64. ``max_restarts=0`` gives a
         single fixed-length Lanczos run.
-      max_restarts: restart limit.
+      max_restarts: restart limit (an int, or a traced integer so sweeps share one
+        compiled program).
       return_eigenvectors: compute eigenvectors and their true residuals (``k`` extra
         matvecs); otherwise ``residuals`` are the Lanczos bounds.
       v0: optional start vector.
@@ -700,7 +702,7 @@ def eigsh(
         m = n
     if m < min(n, k + 2):
         raise ValueError(f"num_steps: expected at least k + 2 = {k + 2} (or size), got {m}")
-    if max_restarts < 0:
+    if isinstance(max_restarts, int) and max_restarts < 0:
         raise ValueError(f"max_restarts: expected >= 0, got {max_restarts}")
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
@@ -732,9 +734,7 @@ def eigsh(
         Q, _, beta_m, restarts, _, scale, (theta, S, idx) = state
         keep = idx[:p]
         Sk = S[:, keep]  # (m, p)
-        Y = lax.dot_general(
-            Sk.astype(dtype), Q[:m], (((0,), (0,)), ((), ())), precision=_HIGHEST
-        )
+        Y = lax.dot_general(Sk.astype(dtype), Q[:m], (((0,), (0,)), ((), ())), precision=_HIGHEST)
         Q = Q.at[:p].set(Y).at[p].set(Q[m])
         coupling = beta_m * Sk[m - 1]
         # The restarted projection is an arrowhead: diag(θ_kept) coupled to q_p, then

@@ -51,8 +51,9 @@ def test_list(capsys):
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(capsys, tmp_path, argv, fragment):
-    code, out, err = run_cli(capsys, *argv, *(["--out", str(tmp_path)] if argv[:1] == ["run"]
-                                              and len(argv) > 1 else []))
+    code, out, err = run_cli(
+        capsys, *argv, *(["--out", str(tmp_path)] if argv[:1] == ["run"] and len(argv) > 1 else [])
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("lljax: error:") and fragment in lines[0]
@@ -103,8 +104,9 @@ def test_run_prints_summary_and_writes_folder(capsys, tmp_path, monkeypatch):
     def tiny(preset, seed, out_dir, *, x):
         return Result(summary=[{"name": "x squared", "value": float(x * x)}], seeds=[seed])
 
-    code, out, _ = run_cli(capsys, "run", "tiny", "--out", str(tmp_path), "--set", "x=3",
-                           "--seed", "5")
+    code, out, _ = run_cli(
+        capsys, "run", "tiny", "--out", str(tmp_path), "--set", "x=3", "--seed", "5"
+    )
     assert code == 0
     assert "x squared  9" in out and str(tmp_path) in out
     record = json.loads((tmp_path / "results.json").read_text())
@@ -116,14 +118,28 @@ def test_run_quickstart_end_to_end(capsys, tmp_path):
     # The quick preset itself takes minutes; the same code path on a few steps.
     out_dir = tmp_path / "qs"
     code, out, err = run_cli(
-        capsys, "run", "quickstart", "--out", str(out_dir), "--seed", "1",
-        "--set", "steps=30", "--set", "eval_every=10", "--set", "baselines=logistic,mlp",
+        capsys,
+        "run",
+        "quickstart",
+        "--out",
+        str(out_dir),
+        "--seed",
+        "1",
+        "--set",
+        "steps=30",
+        "--set",
+        "eval_every=10",
+        "--set",
+        "baselines=logistic,mlp",
     )
     assert code == 0, err
     assert "logistic" in out and "mlp" in out and "published" in out and "Verdict:" in out
     record = json.loads((out_dir / "results.json").read_text())
     assert record["preset"] == "quick" and record["seeds"] == [1]
-    assert record["settings"]["steps"] == 30 and record["settings"]["baselines"] == ["logistic", "mlp"]
+    assert record["settings"]["steps"] == 30 and record["settings"]["baselines"] == [
+        "logistic",
+        "mlp",
+    ]
     assert record["settings"]["learning_rate"] == 1e-2 and record["settings"]["batch_size"] == 100
     acc = record["measurements"]["test_accuracy"]
     assert set(acc) == {"logistic", "mlp"}
@@ -141,9 +157,21 @@ def test_run_quickstart_end_to_end(capsys, tmp_path):
 
 def test_python_dash_m_lljax(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "lljax", "list"], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lljax", "list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and "quickstart" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "lljax", "run", "nope"], capture_output=True,
-                          text=True, env=env, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lljax", "run", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1

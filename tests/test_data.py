@@ -57,8 +57,9 @@ def test_generator_shapes_and_metadata():
 
 
 def test_linear_regression_recovers_low_rank_matrix():
-    d = ll.data.linear_regression(key=jr.key(3), num_train=200, num_test=10, dim=6, out_dim=4,
-                                  noise=0.0, rank=2)
+    d = ll.data.linear_regression(
+        key=jr.key(3), num_train=200, num_test=10, dim=6, out_dim=4, noise=0.0, rank=2
+    )
     w, *_ = np.linalg.lstsq(np.asarray(d.x_train), np.asarray(d.y_train), rcond=None)
     np.testing.assert_allclose(np.asarray(d.x_test) @ w, d.y_test, atol=1e-4)
     s = np.linalg.svd(w, compute_uv=False)
@@ -137,8 +138,7 @@ def test_sample_batch_without_replacement_jit_vmap():
         assert len(np.unique(row)) == 15
     assert len({tuple(np.asarray(r)) for r in ys}) > 1  # different keys, different batches
     # The whole split is returned as is.
-    np.testing.assert_array_equal(sample_batch(data, key=jr.key(0), batch_size=20)[1],
-                                  data.y_train)
+    np.testing.assert_array_equal(sample_batch(data, key=jr.key(0), batch_size=20)[1], data.y_train)
     xt, _ = sample_batch(data, key=jr.key(0), batch_size=4, split="test")
     assert xt.shape == (4, 3)
 

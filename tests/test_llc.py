@@ -146,6 +146,7 @@ def test_llc_mala_is_unbiased_where_sgld_is_not():
     assert 0.5 < float(r.acceptance) <= 1.0
 
 
+@pytest.mark.slow
 def test_llc_minibatch_regular_model_close_to_d_over_2():
     data, loss_fn, w, _ = REG
     r = ll.landscape.llc(
@@ -372,14 +373,16 @@ def test_llc_relu_rescaling_invariance():
     # λ is invariant under w ↦ (c W₁, c b₁, W₂/c), a diffeomorphism preserving the loss. The
     # estimator is not exactly: fixed-step SGLD sees curvatures scaled by c^±2 (step bias and
     # mixing change) and the isotropic localisation is not invariant. Over c ∈ [1/2, 2], with
-    # one step size that is stable for all (ε nβ λ_max ≤ 0.3), λ̂ agrees within 2% plus the
-    # Monte-Carlo error of the difference; wider ranges need a smaller step and longer chains.
+    # one step size stable for all (ε nβ λ_max ≤ 0.3), λ̂ must agree within 2% plus three
+    # Monte-Carlo standard errors of the difference. These chains are mixing-limited (ESS
+    # ~100-400, λ̂ ≈ 6.0 ± 0.16, 6.5 ± 0.12, 5.6 ± 0.21 for c = 1, 1/2, 2): the check is
+    # bounded by the error bar, not by the 2%; a 2% resolution needs ~20x longer chains.
     loss_fn, params, data = _relu_problem()
     kw = dict(
         num_chains=16,
         num_draws=16000,
         num_burnin=2000,
-        step_size=5e-5,
+        step_size=3e-5,
         nbeta=1000.0,
         batch_size=None,
         record_every=16,

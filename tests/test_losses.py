@@ -99,8 +99,9 @@ def test_cross_entropy_loss_fn_and_accuracy():
         loss_fn(params, (x, y)), naive_cross_entropy(logits, y).mean(), rtol=1e-5
     )
     assert loss_fn.model is model
-    np.testing.assert_allclose(loss_fn.per_example(logits, y), naive_cross_entropy(logits, y),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        loss_fn.per_example(logits, y), naive_cross_entropy(logits, y), rtol=1e-5
+    )
     acc = ll.losses.accuracy(model)(params, (x, y))
     assert acc == np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(y))
     # jit and vmap over a population give the same losses as a loop.

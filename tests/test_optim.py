@@ -171,8 +171,9 @@ def _mlp_problem():
 def _run_opt(opt, params, loss_fn, num_steps=5):
     state = opt.init(params)
     out = []
+    step = jax.jit(lambda p, s: opt.update(jax.grad(loss_fn)(p), s, p))
     for _ in range(num_steps):
-        updates, state = opt.update(jax.grad(loss_fn)(params), state, params)
+        updates, state = step(params, state)
         params = optax.apply_updates(params, updates)
         out.append(updates)
     return params, out
@@ -247,6 +248,7 @@ def test_sampler_contract(name):
         return o.update(jax.grad(loss_fn)(p), o.init(p), p)[0]
 
     batched = jax.vmap(one)(keys, stacked)
+    one = jax.jit(one)
     for i in range(3):
         loop = one(keys[i], jax.tree.map(lambda p: p[i], stacked))
         for a, b in zip(jax.tree.leaves(batched), jax.tree.leaves(loop), strict=True):
