@@ -184,8 +184,8 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
     except ImportError:
         return None
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.as_tensor(np.asarray(data.x_train), device=dev)
-    y = torch.as_tensor(np.asarray(data.y_train), device=dev).long()
+    x = torch.as_tensor(np.array(data.x_train), device=dev)
+    y = torch.as_tensor(np.array(data.y_train), device=dev).long()
     n = x.shape[0]
 
     def make(seed):

@@ -524,7 +524,7 @@ def pac_bayes_flatness(
 
     References:
       Jiang et al. 2019, "Fantastic generalization measures and where to find them",
-      arXiv:1912.02178 (Sec. C, eq. 48); Dziugaite & Roy 2017, arXiv:1703.11008.
+      arXiv:1912.02178; Dziugaite & Roy 2017, arXiv:1703.11008.
     """
     key = _check_key(key)
     _check_positive(target_deviation, "target_deviation")

@@ -1,8 +1,9 @@
 """Loss-landscape measurements around a solution.
 
 Sections: the local learning coefficient (LLC) by localised Langevin sampling, with its
-closed-form references (implemented in :mod:`lljax.llc`, re-exported here as
-``ll.landscape.llc``). Slices, interpolation and sharpness live in their own section.
+closed-form references (implemented in :mod:`lljax.llc`); flatness, basin volume, slices,
+interpolation and mode connectivity (implemented in :mod:`lljax.geometry`). Both are
+re-exported here so that one namespace holds every measurement around a solution.
 
 Examples:
   >>> import lljax as ll
@@ -11,6 +12,40 @@ Examples:
 """
 
 from __future__ import annotations
+
+# ----------------------------------------------------------------------------------------
+# Flatness, volume, slices and paths (lljax.geometry).
+from lljax.geometry import (  # noqa: F401
+    BasinVolume,
+    Curve,
+    EpsilonSharpness,
+    Instability,
+    Interpolation,
+    LogDeterminant,
+    PacBayesFlatness,
+    Sharpness,
+    Slice1D,
+    Slice2D,
+    basin_volume,
+    connect,
+    curve_point,
+    curve_weights,
+    epsilon_sharpness,
+    expected_sharpness,
+    hessian_directions,
+    hessian_trace,
+    instability,
+    interpolate,
+    log_determinant,
+    normalize_direction,
+    pac_bayes_flatness,
+    quadratic_log_volume,
+    random_direction,
+    sharpness,
+    slice_1d,
+    slice_2d,
+    top_eigenvalue,
+)
 
 # ----------------------------------------------------------------------------------------
 # Local learning coefficient (lljax.llc).

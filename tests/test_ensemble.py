@@ -50,11 +50,18 @@ def test_init_is_vmapped_model_init_with_the_train_init_keys():
     _leaves_close(pop.params, params, rtol=1e-6, atol=1e-7)
 
 
+def _ulp_close(a, b):
+    """Equal up to a few float32 ulps: bit-exact on XLA:CPU 0.10, but another backend or
+    XLA release may pick a different batched-matmul kernel for another member count. A
+    key or data mix-up between members would differ by O(1)."""
+    _leaves_close(a, b, rtol=2e-6, atol=1e-6)
+
+
 def test_members_depend_only_on_their_own_key():
     big = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(2), num_members=4, **KW)
     small = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(2), num_members=2, **KW)
-    _leaves_equal(jax.tree.map(lambda x: x[:2], big.params), small.params)
-    np.testing.assert_array_equal(big.history["loss"][:2], small.history["loss"])
+    _ulp_close(jax.tree.map(lambda x: x[:2], big.params), small.params)
+    _ulp_close(big.history["loss"][:2], small.history["loss"])
     # Same via explicit keys.
     again = ensemble.train(MODEL, LOSS, OPT, DATA, keys=big.keys[:2], **KW)
     _leaves_equal(again.params, small.params)
@@ -152,11 +159,10 @@ def test_map_is_chunk_size_invariant():
     params = ensemble.init(MODEL, key=jr.key(8), num_members=5)
     ref = ensemble.map(_norms, params, 2.0)
     assert ref["sq"].shape == (5,) and ref["out"].shape == (5, 5, 3)
-    for c in (3, 4, 5, 9):
-        _leaves_equal(ensemble.map(_norms, params, 2.0, chunk_size=c), ref)
-    # XLA:CPU picks another matmul kernel for batches of 1-2: equal up to the last bits.
-    for c in (1, 2):
-        _leaves_close(ensemble.map(_norms, params, 2.0, chunk_size=c), ref, rtol=1e-6, atol=1e-6)
+    # XLA may pick another matmul kernel for another batch width (on CPU 0.10: widths 1-2
+    # differ from wider ones in the last bit), so compare to a few ulps.
+    for c in (1, 2, 3, 4, 5, 9):
+        _ulp_close(ensemble.map(_norms, params, 2.0, chunk_size=c), ref)
     for i in range(5):
         np.testing.assert_allclose(
             ref["out"][i],
@@ -173,8 +179,8 @@ def test_member_chunks_give_the_same_training():
     chunked = ensemble.train(
         MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, member_chunk_size=3, **KW
     )  # chunks of 3: the last one padded
-    _leaves_equal(full.params, chunked.params)
-    np.testing.assert_array_equal(full.history["test_loss"], chunked.history["test_loss"])
+    _ulp_close(full.params, chunked.params)
+    _ulp_close(full.history["test_loss"], chunked.history["test_loss"])
 
 
 def test_memory_estimate_and_automatic_chunking(monkeypatch):
@@ -191,7 +197,7 @@ def test_memory_estimate_and_automatic_chunking(monkeypatch):
     auto = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
     monkeypatch.delenv("LLJAX_DEVICE_MEMORY")
     full = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
-    _leaves_equal(full.params, auto.params)
+    _ulp_close(full.params, auto.params)
     monkeypatch.setenv("LLJAX_DEVICE_MEMORY", "1000")
     with pytest.raises(MemoryError, match="fit per device"):
         ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(9), num_members=4, **KW)
