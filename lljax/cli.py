@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.add_argument(
         "-v", "--verbose", action="store_true", help="also show presets and their settings"
     )
+    p_list.add_argument("--names", action="store_true", help="print only the names, one per line")
     p_run = sub.add_parser("run", help="run an experiment and write its results")
     p_run.add_argument("name", help="experiment name (see 'lljax list')")
     p_run.add_argument(
@@ -137,6 +138,9 @@ def _cmd_list(args) -> int:
     from lljax import experiments
 
     exps = experiments.experiments()
+    if args.names:
+        print("\n".join(e.name for e in exps))
+        return 0 if exps else 1
     width = max((len(e.name) for e in exps), default=0)
     for e in exps:
         print(f"{e.name:<{width}}  {e.description}")

@@ -35,6 +35,8 @@ def test_list(capsys):
     assert "MNIST-1D" in line
     code, out, _ = run_cli(capsys, "list", "-v")
     assert code == 0 and "--preset quick" in out and "--preset full" in out and "steps = " in out
+    code, out, _ = run_cli(capsys, "list", "--names")
+    assert code == 0 and "quickstart" in out.split() and "MNIST-1D" not in out
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,210 @@
+"""GPU check: correctness on the accelerator, then the benchmarks, in one timed script.
+
+Runs, in order, each section in its own process (a crash or timeout in one leaves the rest):
+
+1. ``correctness``: on the default device, top-5/bottom-5 eigenvalues of small MLP Hessians
+   (tanh and ReLU, float32 and float64) against ``jnp.linalg.eigh`` of the dense matrix,
+   Hutch++ trace within 3 standard errors of the exact trace, ``vmap`` over a population equal
+   to a loop, and population training equal member by member to separate runs;
+2. ``benchmarks/spectrum.py --size small`` (64-seed population, PyHessian if installed);
+3. ``benchmarks/spectrum.py --size large`` (14.7M parameters; no population section);
+4. ``benchmarks/ensemble.py`` (64 members, 500 steps, torch peers if installed, scaling);
+5. ``benchmarks/llc.py`` (8 chains × 2000 draws, devinterp if installed).
+
+Every section's output goes to ``--out`` (one log per section and ``gpu.json``). Meant to
+finish in under 5 minutes on an H100; ``--smoke`` shrinks everything for a CPU dry run.
+
+Usage::
+
+    PYTHONPATH=. python benchmarks/gpu.py --out gpu-results [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def correctness(smoke: bool) -> dict:
+    """Exact references on the default device; returns the measured errors and pass flags."""
+    import jax
+    import jax.numpy as jnp
+    import jax.random as jr
+    import numpy as np
+    import optax
+
+    import lljax as ll
+
+    out = {"device": jax.devices()[0].device_kind, "backend": jax.default_backend()}
+    widths = [12, 16, 16, 4]
+    key = jr.key(0)
+    for dtype_name in ("float64", "float32"):
+        for act in ("tanh", "relu"):
+            with jax.enable_x64(dtype_name == "float64"):
+                dtype = jnp.dtype(dtype_name)
+                model = ll.models.mlp(widths, activation=act, init="lecun", dtype=dtype)
+                params = model.init(jr.key(1))
+                x = jr.normal(jr.key(2), (64, widths[0]), dtype)
+                y = jr.randint(jr.key(3), (64,), 0, widths[-1])
+                loss_fn = ll.losses.cross_entropy(model)
+                op = ll.curvature.hessian(loss_fn, params, (x, y))
+                exact = np.linalg.eigvalsh(np.asarray(op.dense(), np.float64))
+                row = {}
+                tol = 1e-8 if dtype_name == "float64" else 1e-4
+                for which, ref in (("LA", exact[::-1][:5]), ("SA", exact[:5])):
+                    r = jax.jit(
+                        lambda p, which=which, tol=tol: ll.spectrum.eigsh(
+                            ll.curvature.hessian(loss_fn, p, (x, y)),
+                            5,
+                            which=which,
+                            key=key,
+                            tol=tol / 100,
+                        )
+                    )(params)
+                    vals = np.asarray(r.eigenvalues, np.float64)
+                    scale = np.abs(exact).max()
+                    row[which] = {
+                        "max_rel_err": float(np.max(np.abs(vals - ref)) / scale),
+                        "max_residual": float(np.max(np.asarray(r.residuals))),
+                    }
+                row["pass"] = all(row[w]["max_rel_err"] <= tol for w in ("LA", "SA"))
+                out[f"eigsh_{act}_{dtype_name}"] = row
+    # Hutch++ trace within 3 standard errors; vmap over a population equals a loop.
+    model = ll.models.mlp(widths, activation="tanh")
+    loss_fn = ll.losses.cross_entropy(model)
+    x = jr.normal(jr.key(2), (64, widths[0]))
+    y = jr.randint(jr.key(3), (64,), 0, widths[-1])
+    params = model.init(jr.key(1))
+    op = ll.curvature.hessian(loss_fn, params, (x, y))
+    exact_trace = float(jnp.trace(op.dense()))
+    t = ll.spectrum.trace(op, key=key, num_probes=60, method="hutch++")
+    out["hutchpp_trace"] = {
+        "exact": exact_trace,
+        "estimate": float(t.value),
+        "stderr": float(t.stderr),
+        "pass": abs(float(t.value) - exact_trace) <= 3 * float(t.stderr) + 1e-5,
+    }
+    pop = jax.vmap(model.init)(jr.split(jr.key(4), 8))
+
+    def top(p):
+        return ll.spectrum.eigsh(ll.curvature.hessian(loss_fn, p, (x, y)), 3, key=key).eigenvalues
+
+    many = np.asarray(jax.jit(jax.vmap(top))(pop))
+    loop = np.stack(
+        [np.asarray(jax.jit(top)(jax.tree.map(lambda a, i=i: a[i], pop))) for i in range(8)]
+    )
+    err = float(np.max(np.abs(many - loop)) / np.abs(loop).max())
+    out["vmap_equals_loop"] = {"max_rel_err": err, "pass": err < 1e-4}
+    # Population training: members 0-1 of a 4-member run equal a 2-member run.
+    data = ll.data.gaussian_mixture(key=jr.key(5), num_train=256, num_classes=4, dim=widths[0])
+    kw = dict(steps=50 if smoke else 200, batch_size=32)
+    big = ll.ensemble.train(
+        model, loss_fn, optax.sgd(0.1), data, key=jr.key(6), num_members=4, **kw
+    )
+    small = ll.ensemble.train(
+        model, loss_fn, optax.sgd(0.1), data, key=jr.key(6), num_members=2, **kw
+    )
+    diff = max(
+        float(jnp.max(jnp.abs(a[:2] - b)))
+        for a, b in zip(jax.tree.leaves(big.params), jax.tree.leaves(small.params), strict=True)
+    )
+    out["members_independent"] = {"max_abs_diff": diff, "pass": diff < 1e-4}
+    out["all_pass"] = all(v["pass"] for v in out.values() if isinstance(v, dict))
+    return out
+
+
+def _section(name: str, argv: list[str], out_dir: Path, timeout: float) -> dict:
+    """Runs one benchmark script in a fresh process; returns its last JSON record."""
+    log = out_dir / f"{name}.log"
+    t0 = time.perf_counter()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.6"}
+    try:
+        proc = subprocess.run(
+            [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env
+        )
+        text, rc = proc.stdout + proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        rc = "timeout"
+    log.write_text(text)
+    record = None
+    for line in reversed(text.splitlines()):
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                continue
+    if record is None:  # ensemble.py prints indented JSON last
+        start = text.rfind("\n{\n")
+        if start >= 0:
+            try:
+                record = json.loads(text[start + 1 :])
+            except json.JSONDecodeError:
+                record = None
+    table = "\n".join(line for line in text.splitlines() if not line.startswith(("{", " ", "}")))
+    print(f"\n===== {name} (rc {rc}, {time.perf_counter() - t0:.0f} s)\n{table[-4000:]}")
+    return {"rc": rc, "seconds": time.perf_counter() - t0, "record": record}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="gpu-results")
+    p.add_argument("--smoke", action="store_true", help="tiny settings (CPU dry run)")
+    p.add_argument("--skip", default="", help="comma list of sections to skip")
+    a = p.parse_args(argv)
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skip = set(filter(None, a.skip.split(",")))
+    results = {}
+    t0 = time.perf_counter()
+    if "correctness" not in skip:
+        results["correctness"] = correctness(a.smoke)
+        print(json.dumps(results["correctness"], indent=1))
+    if a.smoke:
+        sections = {
+            "spectrum_small": (
+                [
+                    "spectrum.py",
+                    "--size",
+                    "small",
+                    "--num-steps",
+                    "20",
+                    "--population",
+                    "4",
+                    "--reps",
+                    "1",
+                ],
+                600,
+            ),
+            "ensemble": (["ensemble.py", "--quick", "--no-scaling"], 600),
+            "llc": (["llc.py", "--quick"], 600),
+        }
+    else:
+        sections = {
+            "spectrum_small": (["spectrum.py", "--size", "small", "--population", "64"], 120),
+            "spectrum_large": (["spectrum.py", "--size", "large", "--skip", "population"], 150),
+            "ensemble": (["ensemble.py"], 120),
+            "llc": (["llc.py"], 120),
+        }
+    for name, (argv_, timeout) in sections.items():
+        if name in skip:
+            continue
+        argv_ = [str(HERE / argv_[0]), *argv_[1:]]
+        results[name] = _section(name, argv_, out_dir, timeout)
+        (out_dir / "gpu.json").write_text(json.dumps(results, indent=1, default=str))
+    results["total_seconds"] = time.perf_counter() - t0
+    (out_dir / "gpu.json").write_text(json.dumps(results, indent=1, default=str))
+    print(f"\ntotal {results['total_seconds']:.0f} s; written to {out_dir}/gpu.json")
+    return 0 if results.get("correctness", {}).get("all_pass", True) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
