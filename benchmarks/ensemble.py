@@ -325,8 +325,8 @@ def main(argv=None):
         elif on_cpu:
             members_list, width_list, sm, wm = [1, 4, 16, 64], [64, 128, 256, 512], 50, 16
         else:
-            members_list = [1, 4, 16, 64, 256, 1024]
-            width_list, sm, wm = [64, 128, 256, 512, 1024, 2048], 200, 64
+            members_list = [1, 16, 64, 256, 1024]
+            width_list, sm, wm = [128, 512, 2048], 100, 64
         rows_m, rows_w = scaling(data, widths, members_list, width_list, wm, sm, a.batch, a.lr)
         scale = {"steps": sm, "vs_members": rows_m, "vs_width": rows_w}
 

@@ -7,12 +7,13 @@ Runs, in order, each section in its own process (a crash or timeout in one leave
    Hutch++ trace within 3 standard errors of the exact trace, ``vmap`` over a population equal
    to a loop, and population training equal member by member to separate runs;
 2. ``benchmarks/spectrum.py --size small`` (64-seed population, PyHessian if installed);
-3. ``benchmarks/spectrum.py --size large`` (14.7M parameters; no population section);
-4. ``benchmarks/ensemble.py`` (64 members, 500 steps, torch peers if installed, scaling);
-5. ``benchmarks/llc.py`` (8 chains × 2000 draws, devinterp if installed).
+3. ``benchmarks/ensemble.py`` (64 members, 500 steps, torch peers if installed, scaling);
+4. ``benchmarks/llc.py`` (8 chains × 2000 draws, devinterp if installed);
+5. ``benchmarks/spectrum.py --size large`` (14.7M parameters; no population section);
+6. ``benchmarks/llc_theory.py`` (the deep-linear and ReLU-rescaling LLC table).
 
 Every section's output goes to ``--out`` (one log per section and ``gpu.json``). Meant to
-finish in under 5 minutes on an H100; ``--smoke`` shrinks everything for a CPU dry run.
+finish in under 8 minutes on an H100; ``--smoke`` shrinks everything for a CPU dry run.
 
 Usage::
 
@@ -186,13 +187,15 @@ def main(argv=None) -> int:
             ),
             "ensemble": (["ensemble.py", "--quick", "--no-scaling"], 600),
             "llc": (["llc.py", "--quick"], 600),
+            "llc_theory": (["llc_theory.py", "--quick"], 600),
         }
     else:
         sections = {
-            "spectrum_small": (["spectrum.py", "--size", "small", "--population", "64"], 120),
-            "spectrum_large": (["spectrum.py", "--size", "large", "--skip", "population"], 150),
-            "ensemble": (["ensemble.py"], 120),
-            "llc": (["llc.py"], 120),
+            "spectrum_small": (["spectrum.py", "--size", "small", "--population", "64"], 90),
+            "ensemble": (["ensemble.py"], 110),
+            "llc": (["llc.py"], 70),
+            "spectrum_large": (["spectrum.py", "--size", "large", "--skip", "population"], 100),
+            "llc_theory": (["llc_theory.py", "--relu-draws", "32000"], 90),
         }
     for name, (argv_, timeout) in sections.items():
         if name in skip:

@@ -53,6 +53,7 @@ from lljax.llc import (  # noqa: F401
     LLCResult,
     LLCState,
     deep_linear_learning_coefficient,
+    deep_linear_teacher,
     effective_sample_size,
     llc,
     llc_init,

@@ -62,6 +62,7 @@ __all__ = [
     "split_rhat",
     "rrr_learning_coefficient",
     "deep_linear_learning_coefficient",
+    "deep_linear_teacher",
 ]
 
 SAMPLERS = ("sgld", "psgld", "sghmc", "mala")
@@ -863,3 +864,50 @@ def deep_linear_learning_coefficient(widths: Sequence[int], true_rank: int) -> f
             + pairs / 2
         )
     raise AssertionError(f"no admissible subset for M = {ms}")  # Aoyagi's theorem excludes this
+
+
+def deep_linear_teacher(
+    widths: Sequence[int], rank: int, *, key: jax.Array, num_examples: int = 200
+):
+    """A realisable deep linear problem at a generic true parameter of a given rank.
+
+    The student is ``lljax.models.mlp(widths, activation="identity", bias=False)``; the true
+    parameter ``w*`` has random layers (``N(0, 1/fan_in)``) with the first projected onto a
+    random rank-``rank`` subspace, so the end-to-end map has rank ``rank``; targets are
+    ``f(x; w*)`` without noise on ``x ~ N(0, I)``. Then ``L_n(w*) = 0`` and ``w*`` is a point
+    where :func:`deep_linear_learning_coefficient` gives the exact λ (the reference used by
+    the tests and the README table).
+
+    Args:
+      widths: layer widths including input and output.
+      rank: rank of the true map, ``1 <= rank <= min(widths)``.
+      key: PRNG key.
+      num_examples: number of inputs.
+
+    Returns:
+      ``(loss_fn, params, (x, y))``: the MSE loss of the student, ``w*`` and the data.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> loss_fn, w, xy = ll.landscape.deep_linear_teacher([3, 4, 2], 1, key=jax.random.key(0))
+      >>> float(loss_fn(w, xy)), ll.landscape.deep_linear_learning_coefficient([3, 4, 2], 1)
+      (0.0, 3.0)
+    """
+    from lljax import losses, models  # models imports optax users; keep this module light
+
+    widths = [int(w) for w in widths]
+    if len(widths) < 2 or min(widths) < 1:
+        raise ValueError(f"widths: expected at least two positive widths, got {widths}")
+    if not 1 <= int(rank) <= min(widths):
+        raise ValueError(f"rank: expected 1 <= rank <= min(widths) = {min(widths)}, got {rank}")
+    k = jr.split(key, len(widths) + 2)
+    params = {}
+    for i in range(len(widths) - 1):
+        kern = jr.normal(k[i], (widths[i], widths[i + 1])) / math.sqrt(widths[i])
+        if i == 0:
+            u = jr.normal(k[-1], (widths[1], rank))
+            kern = kern @ (u @ jnp.linalg.pinv(u))
+        params[f"Dense_{i}"] = {"kernel": kern}
+    model = models.mlp(widths, activation="identity", bias=False)
+    x = jr.normal(k[-2], (num_examples, widths[0]))
+    return losses.mse(model), params, (x, model.apply(params, x))

@@ -282,23 +282,9 @@ def test_llc_float64(x64):
 
 
 def _dln_problem(widths, rank, *, n=200, seed=0):
-    """Noise-free teacher = student at a generic point w* of rank ``rank``.
-
-    Every layer is a random matrix; the first is projected onto a random rank-r subspace,
-    so the end-to-end map has rank r. Without label noise L_n(w*) = 0 and L_n = K_n, so nβ
-    is a free inverse temperature.
-    """
-    k = jr.split(jr.key(seed), len(widths) + 2)
-    params = {}
-    for i in range(len(widths) - 1):
-        kern = jr.normal(k[i], (widths[i], widths[i + 1])) / np.sqrt(widths[i])
-        if i == 0:
-            u = jr.normal(k[-1], (widths[1], rank))
-            kern = kern @ (u @ jnp.linalg.pinv(u))
-        params[f"Dense_{i}"] = {"kernel": kern}
-    model = ll.models.mlp(widths, activation="identity", bias=False)
-    x = jr.normal(k[-2], (n, widths[0]))
-    return ll.losses.mse(model), params, (x, model.apply(params, x))
+    """Noise-free teacher = student at a generic point w* of rank ``rank``: L_n(w*) = 0 and
+    L_n = K_n, so nβ is a free inverse temperature."""
+    return ll.landscape.deep_linear_teacher(widths, rank, key=jr.key(seed), num_examples=n)
 
 
 def _dln_llc(widths, rank, *, stability, num_draws=4000, key=1):
