@@ -5,8 +5,9 @@ Prints the README's table: for each architecture, the exact λ of
 :func:`lljax.landscape.llc` at the true parameter of :func:`lljax.landscape.deep_linear_teacher`
 (noise-free, so nβ is a free inverse temperature; nβ = 1000, step size set from the exact top
 Hessian eigenvalue so that ε nβ λ_max = 0.2). Then λ̂ at a ReLU teacher 2 → 4 → 1 after
-rescaling its hidden layer by c and the next by 1/c (λ is invariant; the fixed-step estimator
-is only approximately so). Ends with one JSON line.
+rescaling its hidden layer by c and the next by 1/c: λ is invariant; the fixed-step estimator
+in raw coordinates only approximately (for c near 1), in ``coordinates="leaf_rms"`` exactly up
+to rounding, over four decades of c. Ends with one JSON line.
 
 Usage::
 
@@ -78,7 +79,7 @@ def _relu_problem():
     return ll.losses.mse(model), params, (x, model.apply(params, x))
 
 
-def rescaling_rows(chains, draws, burnin, scales):
+def rescaling_rows(chains, draws, burnin, scales, coordinates="raw"):
     loss_fn, params, data = _relu_problem()
     rows = []
     for c in scales:
@@ -93,10 +94,11 @@ def rescaling_rows(chains, draws, burnin, scales):
         r = ll.landscape.llc(
             loss_fn, p, data, key=jr.key(1), num_chains=chains, num_draws=draws,
             num_burnin=burnin, step_size=3e-5, nbeta=1000.0, batch_size=None,
-            record_every=max(1, draws // 1000),
+            record_every=max(1, draws // 1000), coordinates=coordinates,
         )  # fmt: skip
         rows.append(
             {
+                "coordinates": coordinates,
                 "c": c,
                 "llc": float(r.mean),
                 "stderr": float(r.stderr),
@@ -105,7 +107,7 @@ def rescaling_rows(chains, draws, burnin, scales):
                 "seconds": time.perf_counter() - t0,
             }
         )
-    base = next(r for r in rows if r["c"] == 1.0)
+    base = next(r for r in rows if r["c"] == 1.0)  # noqa: RUF015
     for r in rows:
         r["rel_diff"] = r["llc"] / base["llc"] - 1
         r["diff_stderr"] = float(np.hypot(r["stderr"], base["stderr"]) / base["llc"])
@@ -125,6 +127,9 @@ def main(argv=None):
     device = jax.devices()[0].device_kind
     dl = deep_linear_rows(a.chains, a.draws, burnin=a.draws // 8)
     rs = rescaling_rows(a.relu_chains, a.relu_draws, a.relu_draws // 8, [0.5, 1.0, 2.0])
+    rs += rescaling_rows(
+        a.relu_chains, a.relu_draws, a.relu_draws // 8, [0.01, 0.1, 1.0, 10.0, 100.0], "leaf_rms"
+    )
     print(f"# deep linear networks, {a.chains} chains x {a.draws} draws on {device}")
     print(
         f"{'widths':<18} {'rank':>4} {'λ (Aoyagi)':>10} {'λ̂ ± se':>14} {'rel. err':>8} {'R-hat':>6}"
@@ -135,10 +140,10 @@ def main(argv=None):
             f"{r['llc']:>7.2f} ± {r['stderr']:<4.2f} {100 * r['rel_err']:>7.1f}% {r['rhat']:>6.3f}"
         )
     print(f"\n# ReLU 2-4-1 rescaled by (c, 1/c), {a.relu_chains} chains x {a.relu_draws} draws")
-    print(f"{'c':>5} {'λ̂ ± se':>14} {'vs c=1':>16} {'ε nβ λmax':>9} {'ESS':>7}")
+    print(f"{'coords':<9} {'c':>6} {'λ̂ ± se':>14} {'vs c=1':>16} {'ε nβ λmax':>9} {'ESS':>7}")
     for r in rs:
         print(
-            f"{r['c']:>5} {r['llc']:>7.3f} ± {r['stderr']:<5.3f} "
+            f"{r['coordinates']:<9} {r['c']:>6g} {r['llc']:>7.3f} ± {r['stderr']:<5.3f} "
             f"{100 * r['rel_diff']:>+6.1f}% ± {100 * r['diff_stderr']:.1f}% "
             f"{r['stability']:>9.3f} {r['ess']:>7.0f}"
         )

@@ -225,6 +225,7 @@ class _Config:
     num_power_iterations: int
     localized: bool
     sampler_options: tuple
+    coordinates: str = "raw"
 
 
 class _Hyper(NamedTuple):
@@ -281,6 +282,33 @@ def _potential_fn(loss_fn, xy, anchor, cfg: _Config, hyper: _Hyper):
     return potential
 
 
+COORDINATES = ("raw", "leaf_rms")
+
+
+def _in_coordinates(loss_fn, tree, anchor, cfg: _Config):
+    """``loss_fn`` and ``tree`` in the sampling coordinates (``cfg.coordinates``).
+
+    ``"leaf_rms"`` samples ``u = w / s`` with ``s`` the root-mean-square of each leaf of the
+    anchor ``w*`` (1 for an all-zero leaf): SGLD there is SGLD in ``w`` with per-leaf step
+    ``ε s²`` and localisation ``γ/s²``. Rescaling a leaf of ``w*`` by ``c`` rescales its ``s``
+    by ``c`` and leaves ``u`` and the loss in ``u`` unchanged, so the chains, and λ̂, are
+    invariant to layer-wise rescaling symmetries (e.g. ReLU layers ``(cW₁, cb₁, W₂/c)``).
+    """
+    if cfg.coordinates == "raw":
+        return loss_fn, tree
+
+    def scale(w):
+        rms = jnp.sqrt(jnp.mean(jnp.square(w)))
+        return jnp.where(rms > 0, rms, jnp.ones_like(rms))
+
+    scales = jax.tree.map(scale, anchor)
+
+    def loss_u(u, xy):
+        return loss_fn(jax.tree.map(jnp.multiply, u, scales), xy)
+
+    return loss_u, jax.tree.map(jnp.divide, tree, scales)
+
+
 def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Array:
     """Largest-magnitude Hessian eigenvalue of ``L_n`` by power iteration on HVPs."""
     flat, unravel = ravel_pytree(params)
@@ -299,6 +327,7 @@ def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Arr
 
 
 def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
+    loss_fn, params = _in_coordinates(loss_fn, params, params, cfg)
     xy = _as_xy(data)
     init_loss = loss_fn(params, xy)
     k_chains, k_power = jr.split(key)
@@ -339,6 +368,7 @@ def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
 
 
 def _run(loss_fn, state: LLCState, anchor, data, hyper: _Hyper, cfg: _Config, num_steps: int):
+    loss_fn, anchor = _in_coordinates(loss_fn, anchor, anchor, cfg)
     xy = _as_xy(data)
     n = _num_examples(data)
     full_batch = cfg.batch_size is None or cfg.batch_size >= n
@@ -467,9 +497,12 @@ def _configure(
     record_every,
     num_power_iterations,
     sampler_options,
+    coordinates="raw",
 ):
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler: expected one of {SAMPLERS}, got {sampler!r}")
+    if coordinates not in COORDINATES:
+        raise ValueError(f"coordinates: expected one of {COORDINATES}, got {coordinates!r}")
     for name, value, low in (
         ("num_chains", num_chains, 1),
         ("num_draws", num_draws, 1),
@@ -498,6 +531,7 @@ def _configure(
         num_power_iterations=int(num_power_iterations),
         localized=localization is not None,
         sampler_options=tuple(sorted((sampler_options or {}).items())),
+        coordinates=coordinates,
     )
     dtype = jnp.result_type(float)
     hyper = _Hyper(
@@ -522,6 +556,7 @@ _DEFAULTS = dict(
     record_every=1,
     num_power_iterations=20,
     sampler_options=None,
+    coordinates="raw",
 )
 
 
@@ -569,6 +604,7 @@ def llc_samples(
     record_every: int = 1,
     num_power_iterations: int = 20,
     sampler_options: dict | None = None,
+    coordinates: str = "raw",
 ) -> LLCResult:
     """The pure core of :func:`llc`: arrays only, no host work; ``jit``/``vmap`` it freely.
 
@@ -603,6 +639,7 @@ def llc_samples(
         record_every=record_every,
         num_power_iterations=num_power_iterations,
         sampler_options=sampler_options,
+        coordinates=coordinates,
     )
     state = _init(loss_fn, params, data, key, hyper, cfg)
     state = _run(loss_fn, state, params, data, hyper, cfg, cfg.num_burnin + cfg.num_draws)
@@ -669,6 +706,7 @@ def llc(
     record_every: int = 1,
     num_power_iterations: int = 20,
     sampler_options: dict | None = None,
+    coordinates: str = "raw",
     chunk_size: int | None = None,
     progress: bool = False,
     callback: Callable[[LLCState], None] | None = None,
@@ -709,6 +747,12 @@ def llc(
         stability check).
       sampler_options: extra keyword arguments of the sampler (``decay``, ``eps`` for
         pSGLD; ``friction`` for SGHMC).
+      coordinates: ``"raw"`` samples ``w`` itself; ``"leaf_rms"`` samples ``w / s`` with
+        ``s`` the RMS of each leaf of ``w*`` (per-leaf step ``ε s²``, localisation ``γ/s²``),
+        which makes λ̂ invariant to rescaling symmetries such as ReLU ``(cW₁, cb₁, W₂/c)``;
+        a fixed step in raw coordinates sees curvatures scaled by ``c^±2`` and is not.
+        ``distance_trace``, ``lambda_max`` and the chains' params are then in the sampling
+        coordinates.
       chunk_size: run at most this many steps per compiled call, with ``progress`` and
         ``callback`` between chunks; results are identical to one call.
       progress: print progress to stderr between chunks.
@@ -749,6 +793,7 @@ def llc(
         record_every=record_every,
         num_power_iterations=num_power_iterations,
         sampler_options=sampler_options,
+        coordinates=coordinates,
     )
     total = cfg.num_burnin + cfg.num_draws
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):

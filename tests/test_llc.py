@@ -382,3 +382,33 @@ def test_llc_relu_rescaling_invariance():
         se = float(np.hypot(r.stderr, base.stderr))
         diff = abs(float(r.mean) - float(base.mean))
         assert diff < 0.02 * float(base.mean) + 3 * se, (c, float(r.mean), float(base.mean), se)
+
+
+def test_llc_in_leaf_rms_coordinates_is_invariant_to_relu_rescaling_over_decades():
+    # In raw coordinates a fixed step sees the two layers' curvatures scaled by c^∓2, so no
+    # single step size serves c over several decades (λ_max grows like c², the chain
+    # diverges). Sampling w / rms(w*) per leaf removes the scale: λ̂ must agree within 2%.
+    loss_fn, params, data = _relu_problem()
+    kw = dict(
+        num_chains=4,
+        num_draws=400,
+        num_burnin=100,
+        step_size=3e-5,
+        nbeta=1000.0,
+        batch_size=None,
+        coordinates="leaf_rms",
+    )
+    base = ll.landscape.llc(loss_fn, params, data, key=jr.key(1), **kw)
+    assert float(base.stability) < 0.5 and np.isfinite(float(base.mean))
+    for c in (1e-2, 1e-1, 1e1, 1e2):
+        r = ll.landscape.llc(loss_fn, _rescale(params, c), data, key=jr.key(1), **kw)
+        assert abs(float(r.mean) / float(base.mean) - 1) < 0.02, (c, float(r.mean))
+        np.testing.assert_allclose(float(r.lambda_max), float(base.lambda_max), rtol=1e-3)
+    raw = {k: v for k, v in kw.items() if k != "coordinates"}
+    lam = [
+        float(ll.landscape.llc(loss_fn, _rescale(params, c), data, key=jr.key(1), **raw).lambda_max)
+        for c in (1.0, 10.0)
+    ]
+    assert lam[1] > 20 * lam[0]  # raw curvature scales like c²: one step cannot fit both
+    with pytest.raises(ValueError, match="coordinates"):
+        ll.landscape.llc(loss_fn, params, data, key=jr.key(1), coordinates="polar")
