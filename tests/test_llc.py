@@ -354,36 +354,6 @@ def _rescale(params, c):
     }
 
 
-@pytest.mark.slow
-def test_llc_relu_rescaling_invariance():
-    # λ is invariant under w ↦ (c W₁, c b₁, W₂/c), a diffeomorphism preserving the loss. The
-    # estimator is not exactly: fixed-step SGLD sees curvatures scaled by c^±2 (step bias and
-    # mixing change) and the isotropic localisation is not invariant. Over c ∈ [1/2, 2], with
-    # one step size stable for all (ε nβ λ_max ≤ 0.3), λ̂ must agree within 2% plus three
-    # Monte-Carlo standard errors of the difference. These chains are mixing-limited (ESS
-    # ~100-400, λ̂ ≈ 6.0 ± 0.16, 6.5 ± 0.12, 5.6 ± 0.21 for c = 1, 1/2, 2): the check is
-    # bounded by the error bar, not by the 2%; a 2% resolution needs ~20x longer chains.
-    loss_fn, params, data = _relu_problem()
-    kw = dict(
-        num_chains=16,
-        num_draws=16000,
-        num_burnin=2000,
-        step_size=3e-5,
-        nbeta=1000.0,
-        batch_size=None,
-        record_every=16,
-    )
-    base = ll.landscape.llc(loss_fn, params, data, key=jr.key(1), **kw)
-    assert float(base.stability) < 0.3
-    for c in (0.5, 2.0):
-        r = ll.landscape.llc(loss_fn, _rescale(params, c), data, key=jr.key(1), **kw)
-        assert float(r.init_loss) == pytest.approx(float(base.init_loss), abs=1e-6)
-        assert float(r.stability) < 0.3
-        se = float(np.hypot(r.stderr, base.stderr))
-        diff = abs(float(r.mean) - float(base.mean))
-        assert diff < 0.02 * float(base.mean) + 3 * se, (c, float(r.mean), float(base.mean), se)
-
-
 def test_llc_in_leaf_rms_coordinates_is_invariant_to_relu_rescaling_over_decades():
     # In raw coordinates a fixed step sees the two layers' curvatures scaled by c^∓2, so no
     # single step size serves c over several decades (λ_max grows like c², the chain
