@@ -1,0 +1,145 @@
+"""Tests of the spectra experiment's pieces: MP law, distances, bulk edge, verdict rules."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lljax as ll
+from lljax.experiments import spectra
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
+def test_mp_density_moments(ratio):
+    # Mean scale and variance scale² · ratio of the MP law (no atom for ratio < 1).
+    scale = 2.0
+    a, b = spectra.mp_edges(ratio, scale)
+    x = np.linspace(a, b, 400001)
+    p = spectra.mp_density(x, ratio, scale)
+    dx = x[1] - x[0]
+    assert np.sum(p) * dx == pytest.approx(1.0, abs=1e-3)
+    mean = np.sum(x * p) * dx
+    assert mean == pytest.approx(scale, rel=1e-3)
+    assert np.sum((x - mean) ** 2 * p) * dx == pytest.approx(scale**2 * ratio, rel=1e-2)
+
+
+def test_mp_atom_and_smoothed_mass():
+    assert spectra.mp_atom(0.5) == 0.0
+    assert spectra.mp_atom(4.0) == pytest.approx(0.75)
+    grid = np.linspace(-1, 12, 3001)
+    for ratio in (0.3, 2.0):
+        s = spectra.smoothed_mp(grid, ratio, 1.0, 0.05)
+        assert np.sum(s) * (grid[1] - grid[0]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mp_matches_exact_wishart_eigenvalues():
+    # Exact eigenvalues of a large Wishart matrix are close to MP; a wrong ratio is far.
+    rng = np.random.default_rng(0)
+    n, w = 2000, 500
+    z = rng.standard_normal((n, w))
+    lam = np.linalg.eigvalsh(z.T @ z / n)
+    weights = np.full(w, 1.0 / w)
+    good = spectra.mp_comparison(lam, weights, w / n)
+    bad = spectra.mp_comparison(lam, weights, 4 * w / n)
+    assert good["tv"] < 0.05
+    assert good["scale"] == pytest.approx(1.0, rel=0.1)
+    assert bad["tv"] > 2 * good["tv"]
+
+
+def test_tv_distance():
+    grid = np.linspace(0, 1, 101)
+    dx = grid[1] - grid[0]
+    p = np.ones(101)
+    assert spectra.tv_distance(p, p, dx) == 0.0
+    q = np.where(grid < 0.5, 2.0, 0.0)
+    assert spectra.tv_distance(p, q, dx) == pytest.approx(0.5, abs=0.02)
+
+
+def test_bulk_edge_and_count_on_synthetic_spectrum():
+    # Bulk of 200 eigenvalues in [0, 1], 10 outliers in [3, 8]: the edge falls in the gap.
+    lam = np.concatenate([np.linspace(0, 1, 200), np.linspace(3, 8, 10)])
+    weights = np.full(lam.size, 1.0 / lam.size)
+    sigma = 0.05
+    grid = np.linspace(-0.5, 9, 2000)
+    dens = spectra.smoothed_measure(grid, lam, weights, sigma)
+    level = 0.01 * spectra.single_eigenvalue_height(lam.size, sigma)
+    edge = spectra.bulk_edge(grid, dens, level)
+    assert 1.0 < edge < 3.0
+    assert spectra.count_outliers(np.sort(lam)[::-1][:16], edge) == 10
+
+
+def test_single_eigenvalue_height_is_the_kernel_peak():
+    grid = np.linspace(-1, 1, 2001)
+    dens = spectra.smoothed_measure(grid, [0.0, 5.0], [0.5, 0.5], 0.1)
+    assert dens.max() == pytest.approx(spectra.single_eigenvalue_height(2, 0.1), rel=1e-6)
+
+
+def test_outlier_verdict_rule():
+    assert spectra.outlier_verdict([10, 11, 9], 10, 2.0, False).supported is True
+    assert spectra.outlier_verdict([3, 4, 3], 10, 2.0, False).supported is False
+    assert spectra.outlier_verdict([6, 9, 12], 10, 3.0, False).supported is True
+    assert spectra.outlier_verdict([4, 7, 9], 10, 2.0, False).supported is None
+    assert spectra.outlier_verdict([10, 10, 16], 10, 2.0, True).supported is None
+
+
+def test_difference_and_mp_verdicts():
+    assert spectra.difference_verdict("c", [3.0, 4.0, 5.0], "d").supported is True
+    assert spectra.difference_verdict("c", [-3.0, -4.0, -5.0], "d").supported is False
+    assert spectra.difference_verdict("c", [-1.0, 2.0, 0.5], "d").supported is None
+    assert spectra.difference_verdict("c", [2.0], "d").supported is None
+    assert spectra.mp_verdict([0.10, 0.12], [0.05, 0.06], 0.1).supported is True
+    assert spectra.mp_verdict([0.30, 0.32], [0.05, 0.06], 0.1).supported is False
+
+
+def test_slq_trace_identity():
+    # The experiment's trace: P × the quadrature mean of vᵀAv/‖v‖² is Hutchinson's sample.
+    a = jax.random.normal(jax.random.key(0), (20, 20))
+    a = (a + a.T) / 2
+    d = ll.spectrum.density(a, key=jax.random.key(2), num_probes=64, num_steps=20)
+    samples = 20 * jnp.sum(d.weights * d.nodes, axis=1)
+    se = float(jnp.std(samples, ddof=1)) / math.sqrt(64)
+    assert abs(float(jnp.mean(samples)) - float(jnp.trace(a))) < 4 * se
+
+
+@pytest.mark.slow  # ~30 s of CPU, nearly all XLA compilation of six small programs
+def test_tiny_run_record():
+    overrides = dict(
+        widths=(40, 6, 10),
+        num_seeds=2,
+        steps=20,
+        checkpoints=1,
+        eval_size=64,
+        hessian_batch=32,
+        top_k=12,
+        lanczos_steps=16,
+        max_restarts=0,
+        slq_probes=2,
+        slq_steps=12,
+        mp_width=16,
+        mp_examples=32,
+        mp_probes=2,
+        mp_steps=8,
+        norms=("none",),  # the BatchNorm path costs compiles; the quick run covers it
+        progress=False,
+    )
+    r = ll.experiments.run("spectra", "quick", overrides=overrides, write=False)
+    rec = r.record
+    assert rec["seeds"] == [0, 1]
+    assert set(rec["measurements"]["verdicts"]) == {"outliers", "batchnorm", "mp", "sharpening"}
+    assert rec["verdict"]["label"] in ("SUPPORTED", "NOT SUPPORTED", "UNDECIDED")
+    assert rec["measurements"]["verdicts"]["batchnorm"]["supported"] is None
+    assert "batch" not in r.data
+    for norm in ("none",):
+        d = r.data[norm]
+        assert np.asarray(d["top_eigenvalues"]).shape == (2, 12)
+        assert np.asarray(d["lambda_max"]).shape == (2, 2)  # seeds x (init + 1 checkpoint)
+        assert len(d["outliers"]) == 2
+        assert rec["measurements"]["outliers"][norm]["n"] == 2
+    assert set(r.figures) == {"spectra", "top_eigenvalues", "marchenko_pastur", "evolution"}
+    assert rec["measurements"]["mp_ratio_predicted"] == pytest.approx(0.5)
+    assert all(row["batchnorm"] in ("—", "") for row in rec["summary"])
+    for bad in ({"top_k": 10}, {"norms": ("batch",)}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ll.experiments.run("spectra", "quick", overrides={**overrides, **bad}, write=False)
