@@ -460,9 +460,16 @@ def _mean_field(act, sigma_w2, sigma_b2):
         chi1=chi_1,
         chi_c=chi_c,
         chi_q=chi_q,
-        xi_c=-1.0 / jnp.log(chi_c),
-        xi_q=-1.0 / jnp.log(chi_q),
+        xi_c=_depth(chi_c),
+        xi_q=_depth(chi_q),
     )
+
+
+def _depth(chi):
+    """``−1 / log χ``; at a stable fixed point χ ≤ 1, so χ ≥ 1 (criticality, or χ rounded just
+    above 1 there) is an infinite depth scale, never a huge negative one."""
+    inf = jnp.full_like(chi, jnp.inf)
+    return jnp.where(chi < 1, -1.0 / jnp.log(jnp.minimum(chi, 1 - jnp.finfo(chi.dtype).eps)), inf)
 
 
 def mean_field(activation: Activation, sigma_w2, sigma_b2) -> MeanField:
