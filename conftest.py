@@ -15,9 +15,5 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 @pytest.fixture
 def x64():
     """Runs a test with float64 enabled, restoring the previous setting afterwards."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
+    with jax.enable_x64(True):
         yield
-    finally:
-        jax.config.update("jax_enable_x64", prev)

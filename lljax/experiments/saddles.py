@@ -27,7 +27,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
@@ -48,17 +47,6 @@ CLAIM = (
     "as the parameter count grows (Dauphin et al. 2014)."
 )
 METHODS = ("GD", "perturbed GD", "noisy GD", "SGD")
-
-
-@contextlib.contextmanager
-def _float64():
-    """Turns float64 on for the experiment and restores the previous setting afterwards."""
-    prev = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", prev)
 
 
 def num_params(input_dim: int, width: int) -> int:
@@ -467,7 +455,7 @@ def run(
         raise ValueError(f"index_width: expected one of widths {widths}, got {index_width}")
     if sorted(snapshot_steps) != list(snapshot_steps) or min(snapshot_steps) < 0:
         raise ValueError(f"snapshot_steps: expected sorted steps >= 0, got {snapshot_steps!r}")
-    with _float64():
+    with jax.enable_x64(True):  # float64 for this run only
         return _run(
             seed=seed,
             widths=widths,
