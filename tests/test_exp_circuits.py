@@ -96,6 +96,7 @@ def test_make_datasets_tiles_nested_samples():
         )
 
 
+@pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
 def test_tiny_run_record():
     r = ll.experiments.run(
         "circuits",

@@ -93,6 +93,7 @@ def test_verdict_undecided_cases():
     assert parts["instability"] is None
 
 
+@pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
 def test_tiny_run_record():
     settings = dict(
         hidden=(8,),

@@ -151,6 +151,7 @@ def test_escape_agreement_on_a_quadratic_saddle(x64):
     assert abs(ag["mean"].value - ag["predicted_mean"]) < 4 * ag["mean"].stderr + 0.5
 
 
+@pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
 def test_tiny_run_record():
     r = ll.experiments.run(
         "saddles",

@@ -162,6 +162,7 @@ def test_verdict_rule():
     assert uv._verdict(collapse, schemes, 30.0, _heat(0.9, 5000)).supported is False
 
 
+@pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
 def test_tiny_run_record():
     overrides = dict(
         schemes=("tanh_critical",),  # trained with the map's depth-2 population
