@@ -285,8 +285,8 @@ def _potential_fn(loss_fn, xy, anchor, cfg: _Config, hyper: _Hyper):
 COORDINATES = ("raw", "leaf_rms")
 
 
-def _in_coordinates(loss_fn, tree, anchor, cfg: _Config):
-    """``loss_fn`` and ``tree`` in the sampling coordinates (``cfg.coordinates``).
+def _in_coordinates(loss_fn, anchor, cfg: _Config):
+    """``loss_fn`` and the anchor ``w*`` in the sampling coordinates (``cfg.coordinates``).
 
     ``"leaf_rms"`` samples ``u = w / s`` with ``s`` the root-mean-square of each leaf of the
     anchor ``w*`` (1 for an all-zero leaf): SGLD there is SGLD in ``w`` with per-leaf step
@@ -295,7 +295,7 @@ def _in_coordinates(loss_fn, tree, anchor, cfg: _Config):
     invariant to layer-wise rescaling symmetries (e.g. ReLU layers ``(cW₁, cb₁, W₂/c)``).
     """
     if cfg.coordinates == "raw":
-        return loss_fn, tree
+        return loss_fn, anchor
 
     def scale(w):
         rms = jnp.sqrt(jnp.mean(jnp.square(w)))
@@ -306,7 +306,7 @@ def _in_coordinates(loss_fn, tree, anchor, cfg: _Config):
     def loss_u(u, xy):
         return loss_fn(jax.tree.map(jnp.multiply, u, scales), xy)
 
-    return loss_u, jax.tree.map(jnp.divide, tree, scales)
+    return loss_u, jax.tree.map(jnp.divide, anchor, scales)
 
 
 def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Array:
@@ -327,7 +327,7 @@ def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Arr
 
 
 def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
-    loss_fn, params = _in_coordinates(loss_fn, params, params, cfg)
+    loss_fn, params = _in_coordinates(loss_fn, params, cfg)
     xy = _as_xy(data)
     init_loss = loss_fn(params, xy)
     k_chains, k_power = jr.split(key)
@@ -368,7 +368,7 @@ def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
 
 
 def _run(loss_fn, state: LLCState, anchor, data, hyper: _Hyper, cfg: _Config, num_steps: int):
-    loss_fn, anchor = _in_coordinates(loss_fn, anchor, anchor, cfg)
+    loss_fn, anchor = _in_coordinates(loss_fn, anchor, cfg)
     xy = _as_xy(data)
     n = _num_examples(data)
     full_batch = cfg.batch_size is None or cfg.batch_size >= n
