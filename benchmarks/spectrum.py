@@ -1,4 +1,4 @@
-"""Spectra benchmark: lljax vs a naive JAX Lanczos (and PyHessian when installed).
+"""Spectra benchmark: lljax vs a naive JAX Lanczos, PyHessian and curvlinops (if installed).
 
 Times, on one model, batch and set of weights (random data, seeded):
 
@@ -117,47 +117,127 @@ def naive_lanczos(matvec, size, num_steps, key):
 # ----------------------------------------------------------------------------- PyHessian
 
 
-def pyhessian_section(model, params, batch, reference_top, exact_trace):
-    """PyHessian on the same weights and data, if torch and pyhessian import."""
-    try:
-        import torch
-        from pyhessian import hessian as pyh
-    except Exception as e:  # noqa: BLE001
-        return {"available": False, "reason": f"{type(e).__name__}: {e}"}
-    layers, widths = [], [params[f"Dense_{i}"] for i in range(len(params))]
-    for i, p in enumerate(widths):
+def _torch_problem(params, batch):
+    """The same MLP (tanh), weights and batch as a torch ``Sequential`` on GPU if present."""
+    import torch
+
+    layers, dense = [], [params[f"Dense_{i}"] for i in range(len(params))]
+    for i, p in enumerate(dense):
         lin = torch.nn.Linear(*np.asarray(p["kernel"]).shape)
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(np.asarray(p["kernel"]).T.copy()))
             lin.bias.copy_(torch.from_numpy(np.asarray(p["bias"]).copy()))
         layers.append(lin)
-        if i < len(widths) - 1:
+        if i < len(dense) - 1:
             layers.append(torch.nn.Tanh())
-    net = torch.nn.Sequential(*layers)
-    cuda = torch.cuda.is_available()
-    if cuda:
-        net = net.cuda()
-    x = torch.from_numpy(np.asarray(batch[0]))
-    y = torch.from_numpy(np.asarray(batch[1]).astype(np.int64))
-    comp = pyh(net, torch.nn.CrossEntropyLoss(), data=(x, y), cuda=cuda)
-    out = {"available": True}
-    t0 = time.perf_counter()
-    top1, _ = comp.eigenvalues(top_n=1)
-    out["top1_s"] = time.perf_counter() - t0
-    out["top1_rel_err"] = abs(top1[0] - reference_top[0]) / abs(reference_top[0])
-    t0 = time.perf_counter()
-    top5, _ = comp.eigenvalues(top_n=5)
-    out["top5_s"] = time.perf_counter() - t0
-    out["top5_max_rel_err"] = float(
-        np.max(np.abs(np.sort(top5)[::-1] - reference_top) / np.abs(reference_top))
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    net = torch.nn.Sequential(*layers).to(dev)
+    x = torch.from_numpy(np.array(batch[0])).to(dev)
+    y = torch.from_numpy(np.asarray(batch[1]).astype(np.int64)).to(dev)
+    return torch, net, x, y, dev
+
+
+def _torch_timer(torch, dev):
+    def timed(fn):
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return out, time.perf_counter() - t0
+
+    return timed
+
+
+def _max_rel_err(values, reference):
+    values = np.sort(np.asarray(values, np.float64))[::-1][: len(reference)]
+    return float(np.max(np.abs(values - reference) / np.abs(reference)))
+
+
+def pyhessian_section(params, batch, reference_top):
+    """PyHessian (its defaults: power iteration with deflation, tol 1e-3, 100 iterations)."""
+    try:
+        from pyhessian import hessian as pyh
+
+        torch, net, x, y, dev = _torch_problem(params, batch)
+    except Exception as e:  # noqa: BLE001
+        return {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    timed = _torch_timer(torch, dev)
+    comp = pyh(net, torch.nn.CrossEntropyLoss(), data=(x, y), cuda=dev == "cuda")
+    out = {"available": True, "torch": torch.__version__, "device": dev}
+    (top1, _), out["top1_s"] = timed(lambda: comp.eigenvalues(top_n=1))
+    out["top1_rel_err"] = _max_rel_err(top1, reference_top[:1])
+    (top5, _), out["top5_s"] = timed(lambda: comp.eigenvalues(top_n=5))
+    out["top5_max_rel_err"] = _max_rel_err(top5, reference_top)
+    # Its defaults stop at a 1e-3 relative change per iteration, percent-level errors;
+    # tightened, power iteration with deflation is what reaching 1e-4 costs.
+    (top5, _), out["top5_tight_s"] = timed(
+        lambda: comp.eigenvalues(top_n=5, maxIter=1000, tol=1e-6)
     )
-    t0 = time.perf_counter()
-    tr = comp.trace()
-    out["trace_s"] = time.perf_counter() - t0
-    out["trace_rel_err"] = abs(float(np.mean(tr)) - exact_trace) / abs(exact_trace)
-    t0 = time.perf_counter()
-    comp.density()
-    out["density_s"] = time.perf_counter() - t0
+    out["top5_tight_max_rel_err"] = _max_rel_err(top5, reference_top)
+    tr, out["trace_s"] = timed(comp.trace)
+    out["trace"] = [float(np.mean(tr)), float(np.std(tr, ddof=1) / np.sqrt(len(tr)))]
+    out["trace_matvecs"] = len(tr)
+    if _torch_eig_removed(torch):
+        # PyHessian 0.1 calls torch.eig (removed in torch 2): give it the symmetric solver
+        # for its tridiagonal, returning eig's old (real, imaginary) layout.
+        def eig(a, eigenvectors=False):
+            w, v = torch.linalg.eigh(a)
+            return torch.stack([w, torch.zeros_like(w)], 1), v
+
+        torch.eig = eig
+    _, out["density_s"] = timed(comp.density)
+    return out
+
+
+def _torch_eig_removed(torch):
+    try:
+        torch.eig(torch.eye(2), eigenvectors=True)
+    except (AttributeError, RuntimeError):
+        return True
+    return False
+
+
+def curvlinops_section(params, batch, reference_top, num_matvecs=99):
+    """curvlinops' HessianLinearOperator with scipy's ARPACK ``eigsh`` and its Hutch++."""
+    try:
+        import scipy.sparse.linalg as sla
+        from curvlinops import HessianLinearOperator, hutchpp_trace
+
+        torch, net, x, y, dev = _torch_problem(params, batch)
+    except Exception as e:  # noqa: BLE001
+        return {"available": False, "reason": f"{type(e).__name__}: {e}"}
+    timed = _torch_timer(torch, dev)
+    loss = torch.nn.CrossEntropyLoss()
+    plist = [p for p in net.parameters() if p.requires_grad]
+    op = HessianLinearOperator(net, loss, plist, [(x, y)], check_deterministic=False)
+    out = {"available": True, "torch": torch.__version__, "device": dev}
+
+    def grad():
+        net.zero_grad()
+        loss(net(x), y).backward()
+        return plist[0].grad
+
+    v = torch.randn(op.shape[1], device=dev)
+    for _ in range(2):  # warm-up
+        grad(), op @ v
+    out["grad_s"] = min(timed(grad)[1] for _ in range(3))
+    out["hvp_s"] = min(timed(lambda: op @ v)[1] for _ in range(3))
+    out["hvp_over_grad"] = out["hvp_s"] / out["grad_s"]
+    sp = op.to_scipy(dtype=np.float32)
+    count = [0]
+
+    def matvec(u):
+        count[0] += 1
+        return sp.matvec(u)
+
+    counted = sla.LinearOperator(sp.shape, matvec=matvec, dtype=np.float32)
+    vals, out["top5_s"] = timed(lambda: sla.eigsh(counted, k=5, which="LA", tol=1e-4)[0])
+    out["top5_max_rel_err"] = _max_rel_err(vals, reference_top)
+    out["top5_matvecs"] = count[0]
+    tr, out["trace_s"] = timed(lambda: hutchpp_trace(op, num_matvecs))
+    out["trace_hutch++"] = float(tr)
     return out
 
 
@@ -180,7 +260,9 @@ def main(argv=None):
     parser.add_argument("--population-steps", type=int, default=20)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
-        "--skip", default="", help="comma list of sections to skip: density,population,pyhessian"
+        "--skip",
+        default="",
+        help="comma list of sections to skip: density,population,pyhessian,curvlinops",
     )
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
@@ -241,7 +323,17 @@ def main(argv=None):
         op = hvp_operator(loss_fn, unravel(f), b)
         return spectrum.eigsh(op, 5, key=key, tol=tol, num_steps=40, return_eigenvectors=False)
 
-    ref = jax.jit(lambda f, b: top5(f, b, 1e-7))(flat, batch)
+    # Reference: a separate, larger basis (120 vectors) converged to the float32 floor.
+    ref = jax.jit(
+        lambda f, b: spectrum.eigsh(
+            hvp_operator(loss_fn, unravel(f), b),
+            5,
+            key=jax.random.key(7),
+            tol=1e-7,
+            num_steps=120,
+            return_eigenvectors=False,
+        )
+    )(flat, batch)
     reference = np.asarray(ref.eigenvalues, np.float64)
     rec["reference_top5"] = reference.tolist()
     top5_fn = jax.jit(lambda f, b: top5(f, b, 1e-5))
@@ -249,6 +341,13 @@ def main(argv=None):
     out = top5_fn(flat, batch)
     rec["top5_matvecs"] = int(out.num_matvecs)
     rec["top5_max_rel_err"] = float(
+        np.max(np.abs(np.asarray(out.eigenvalues) - reference) / np.abs(reference))
+    )
+    loose_fn = jax.jit(lambda f, b: top5(f, b, 1e-3))
+    rec["top5_loose_s"] = timeit(loose_fn, flat, batch, reps=args.reps)
+    out = loose_fn(flat, batch)
+    rec["top5_loose_matvecs"] = int(out.num_matvecs)
+    rec["top5_loose_max_rel_err"] = float(
         np.max(np.abs(np.asarray(out.eigenvalues) - reference) / np.abs(reference))
     )
     naive_fn = jax.jit(naive)
@@ -319,9 +418,12 @@ def main(argv=None):
         rec["population_vmap_s"] = timeit(many, pop, batch, reps=1)
         rec["population_speedup"] = rec["population_loop_s"] / rec["population_vmap_s"]
 
-    if "pyhessian" not in skip:
-        exact_trace = rec["trace_hutch++"][0]
-        rec["pyhessian"] = pyhessian_section(model, params, batch, reference, exact_trace)
+    for name, section in (("pyhessian", pyhessian_section), ("curvlinops", curvlinops_section)):
+        if name not in skip:
+            try:
+                rec[name] = section(params, batch, reference)
+            except Exception as e:  # noqa: BLE001 - a failing peer must not lose the record
+                rec[name] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
 
     rows = [
         (
@@ -344,6 +446,11 @@ def main(argv=None):
             "top-5 lljax eigsh",
             f"{rec['top5_s']:.2f} s",
             f"max rel err {rec['top5_max_rel_err']:.1e}, {rec['top5_matvecs']} matvecs",
+        ),
+        (
+            "top-5 lljax eigsh, tol 1e-3",
+            f"{rec['top5_loose_s']:.2f} s",
+            f"max rel err {rec['top5_loose_max_rel_err']:.1e}, {rec['top5_loose_matvecs']} matvecs",
         ),
         (
             "top-5 naive Lanczos",
@@ -380,12 +487,46 @@ def main(argv=None):
         )
     if rec.get("pyhessian", {}).get("available"):
         p = rec["pyhessian"]
-        rows.append(
-            ("PyHessian top-5", f"{p['top5_s']:.2f} s", f"max rel err {p['top5_max_rel_err']:.1e}")
-        )
-        rows.append(
-            ("PyHessian trace / density", f"{p['trace_s']:.2f} / {p['density_s']:.2f} s", "")
-        )
+        rows += [
+            ("PyHessian top-1", f"{p['top1_s']:.2f} s", f"rel err {p['top1_rel_err']:.1e}"),
+            (
+                "PyHessian top-5",
+                f"{p['top5_s']:.2f} s",
+                f"max rel err {p['top5_max_rel_err']:.1e}; lljax eigsh "
+                f"{p['top5_s'] / rec['top5_s']:.1f}x faster",
+            ),
+            (
+                "PyHessian top-5, tol 1e-6",
+                f"{p['top5_tight_s']:.2f} s",
+                f"max rel err {p['top5_tight_max_rel_err']:.1e}; lljax eigsh "
+                f"{p['top5_tight_s'] / rec['top5_s']:.1f}x faster",
+            ),
+            (
+                "PyHessian trace",
+                f"{p['trace_s']:.2f} s",
+                "value {:.4g} ± {:.2g}, ".format(*p["trace"]) + f"{p['trace_matvecs']} mv",
+            ),
+            ("PyHessian density", f"{p['density_s']:.2f} s", "1 probe × 100 steps"),
+        ]
+    if rec.get("curvlinops", {}).get("available"):
+        c = rec["curvlinops"]
+        rows += [
+            (
+                "curvlinops HVP / gradient",
+                f"{c['hvp_over_grad']:.2f}x",
+                f"grad {c['grad_s'] * 1e3:.1f} ms, HVP {c['hvp_s'] * 1e3:.1f} ms",
+            ),
+            (
+                "curvlinops + scipy eigsh top-5",
+                f"{c['top5_s']:.2f} s",
+                f"max rel err {c['top5_max_rel_err']:.1e}, {c['top5_matvecs']} matvecs",
+            ),
+            (
+                "curvlinops Hutch++ (99 mv)",
+                f"{c['trace_s']:.2f} s",
+                f"value {c['trace_hutch++']:.4g}",
+            ),
+        ]
     print(f"# lljax spectrum benchmark: {args.size}, {n} params, {device} ({backend})")
     width = max(len(r[0]) for r in rows)
     for name, val, note in rows:
