@@ -388,7 +388,8 @@ def _project_impl(Q: jax.Array, V: jax.Array, j: jax.Array, sdt) -> jax.Array:
     norms = jax.vmap(lambda v: jnp.sqrt(_dot(v, v, sdt)))
     gs = _gs_pass
     Qf, Vf = Q, V
-    if lead:  # one leading axis; a batch of one would pick XLA's slower batched kernels
+    if lead:  # flattened to one batch axis; none at all when unbatched, since a batch of
+        # one would still pick XLA's slower batched matmul kernels
         Qf = jnp.broadcast_to(Q, lead + Q.shape[-2:]).reshape((-1,) + Q.shape[-2:])
         Vf = jnp.broadcast_to(V, lead + V.shape[-2:]).reshape((-1,) + V.shape[-2:])
         gs, norms = jax.vmap(gs, (0, 0, None)), jax.vmap(norms)
@@ -479,7 +480,7 @@ def _extend_full(matvec, Q, start: int, stop: int, key, scale, sdt) -> _ExtendOu
         q_prev = lax.dynamic_index_in_dim(Q, jnp.maximum(j - 1, 0), keepdims=False)
         w = w - alpha.astype(dtype) * q - beta_prev.astype(dtype) * q_prev
         # A fresh random direction is orthogonalised alongside w (same reads of the basis),
-        # so a breakdown can restart without a second pass and without control flow. Cyclic
+        # so a breakdown can restart without a pass of its own or control flow. Cyclic
         # shifts of one Gaussian vector are independent almost surely and, unlike a PRNG
         # call per step, cost nothing to compile.
         r = jnp.roll(R, j)
@@ -583,8 +584,9 @@ def lanczos(
       v0: optional start vector (normalised here).
       reorthogonalize: ``True`` (default) reorthogonalises every new vector against the
         whole basis (classical Gram–Schmidt, twice when needed), so Ritz values have no
-        spurious copies; memory ``(m + 1) · size``. ``False`` keeps only the three-term recurrence
-        (O(size) memory; fine for quadrature, but converged Ritz values may repeat).
+        spurious copies; memory ``(m + 1) · size``. ``False`` keeps only the three-term
+        recurrence (O(size) memory; fine for quadrature, but converged Ritz values may
+        repeat).
       return_basis: also return the ``(m, size)`` basis (rows).
       dtype: vector dtype; default the Operator's, else the default float dtype.
       memory_budget: bytes allowed for the basis; default 80% of the device's free
