@@ -4,10 +4,10 @@ A :class:`Model` is ``Model(init, apply)``: ``params = model.init(key)`` returns
 ``out = model.apply(params, x)`` is a pure function of it. Layers are written with
 ``flax.linen``; the pair hides the module so ``jax.vmap(model.init)(keys)`` is a population.
 
-Builders: :func:`mlp`, :func:`resmlp`, :func:`cnn`, :func:`transformer`, :func:`deep_linear`;
-any ``flax.linen`` module becomes a :class:`Model` through :func:`wrap`. Every builder takes
-``dtype`` (float32, or float64 with ``jax_enable_x64``) and an initialisation scheme from
-:mod:`lljax.init` (``init="he"``).
+Builders: :func:`mlp`, :func:`resmlp`, :func:`cnn`, :func:`resnet`, :func:`transformer`,
+:func:`deep_linear`; any ``flax.linen`` module becomes a :class:`Model` through :func:`wrap`.
+Every builder takes ``dtype`` (float32, or float64 with ``jax_enable_x64``) and an
+initialisation scheme from :mod:`lljax.init` (``init="he"``).
 
 Normalisation is pure. ``LayerNorm`` has no state. ``BatchNorm`` normalises with the
 statistics of the batch it is given (``apply(params, x)``); population statistics are
@@ -480,6 +480,32 @@ class ResMLP(nn.Module):
 BRANCH_SCALES = (1.0, "1/sqrt(depth)", "learnable")
 
 
+def _branch_alpha(scheme: init_lib.InitScheme, branch_scale, depth: int) -> float | str:
+    """α of every residual branch: ``branch_scale`` or the scheme's residual rule."""
+    rule_scale = {"depth_scaled": "1/sqrt(depth)", "zero_branch": "learnable"}.get(scheme.residual)
+    if branch_scale is None:
+        branch_scale = rule_scale or 1.0
+    elif rule_scale is not None and branch_scale != rule_scale:
+        raise ValueError(
+            f"branch_scale: {branch_scale!r} contradicts init scheme {scheme.name!r}, "
+            f"which sets {rule_scale!r}; pass branch_scale=None"
+        )
+    if isinstance(branch_scale, str):
+        if branch_scale not in ("1/sqrt(depth)", "learnable"):
+            raise ValueError(
+                "branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', "
+                f"got {branch_scale!r}"
+            )
+        alpha = 1.0 / math.sqrt(depth) if branch_scale == "1/sqrt(depth)" else branch_scale
+    elif isinstance(branch_scale, (int, float)) and not isinstance(branch_scale, bool):
+        alpha = float(branch_scale)
+    else:
+        raise ValueError(
+            f"branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', got {branch_scale!r}"
+        )
+    return alpha
+
+
 def resmlp(
     width: int,
     depth: int,
@@ -556,27 +582,7 @@ def resmlp(
     if norm_position not in ("pre", "post"):
         raise ValueError(f"norm_position: expected 'pre' or 'post', got {norm_position!r}")
     scheme = init_lib.get(init)
-    rule_scale = {"depth_scaled": "1/sqrt(depth)", "zero_branch": "learnable"}.get(scheme.residual)
-    if branch_scale is None:
-        branch_scale = rule_scale or 1.0
-    elif rule_scale is not None and branch_scale != rule_scale:
-        raise ValueError(
-            f"branch_scale: {branch_scale!r} contradicts init scheme {scheme.name!r}, "
-            f"which sets {rule_scale!r}; pass branch_scale=None"
-        )
-    if isinstance(branch_scale, str):
-        if branch_scale not in ("1/sqrt(depth)", "learnable"):
-            raise ValueError(
-                "branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', "
-                f"got {branch_scale!r}"
-            )
-        alpha = 1.0 / math.sqrt(depth) if branch_scale == "1/sqrt(depth)" else branch_scale
-    elif isinstance(branch_scale, (int, float)) and not isinstance(branch_scale, bool):
-        alpha = float(branch_scale)
-    else:
-        raise ValueError(
-            f"branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', got {branch_scale!r}"
-        )
+    alpha = _branch_alpha(scheme, branch_scale, depth)
     module = ResMLP(
         width, depth, out_dim, activation, scheme, alpha, norm, norm_position, branch_layers, bias
     )
@@ -784,6 +790,228 @@ def cnn(
     )
     return wrap(
         module, input_shape, dtype=_check_dtype(dtype), name=f"cnn{spatial_dims}d{list(channels)}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# ResNet
+
+
+class BasicBlock(nn.Module):
+    """``act(shortcut(h) + α · norm(conv(act(norm(conv(h))))))``: He et al.'s basic block."""
+
+    channels: int
+    stride: int
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    branch_scale: float | str
+    norm: str | None
+    bias: bool
+    fixup_depth: int = 0  # number of blocks L when the Fixup rule applies, else 0
+
+    @nn.compact
+    def __call__(self, h):
+        act = activation(self.activation)
+        make_norm = norm_layer(self.norm)
+        kernel_init = self.scheme.kernel
+        if self.fixup_depth:  # m = 2 layers per branch: scale L^(-1/(2m-2)) = L^(-1/2)
+            kernel_init = _scaled(kernel_init, self.fixup_depth**-0.5)
+
+        def conv(features, size, stride, init, name):
+            pad = (size - 1) // 2
+            return nn.Conv(
+                features,
+                (size, size),
+                strides=(stride, stride),
+                padding=((pad, pad), (pad, pad)),
+                use_bias=self.bias,
+                kernel_init=init,
+                bias_init=self.scheme.bias,
+                param_dtype=h.dtype,
+                name=name,
+            )
+
+        z = conv(self.channels, 3, self.stride, kernel_init, "conv_0")(h)
+        if make_norm is not None:
+            z = make_norm(name="norm_0")(z)
+        z = act(z)
+        last_init = _zeros if self.fixup_depth else self.scheme.kernel
+        z = conv(self.channels, 3, 1, last_init, "conv_1")(z)
+        if make_norm is not None:
+            z = make_norm(name="norm_1")(z)
+        if self.branch_scale == "learnable":
+            z = self.param("branch_scale", nn.initializers.zeros, (), h.dtype) * z
+        elif self.branch_scale != 1.0:
+            z = self.branch_scale * z
+        if self.stride != 1 or h.shape[-1] != self.channels:
+            # Projection shortcut (He et al.'s option B): 1x1 conv with the block's stride.
+            h = conv(self.channels, 1, self.stride, self.scheme.kernel, "shortcut_conv")(h)
+            if make_norm is not None:
+                h = make_norm(name="shortcut_norm")(h)
+        return act(h + z)
+
+
+class ResNet(nn.Module):
+    input_shape: tuple[int, ...]
+    num_classes: int
+    stage_sizes: tuple[int, ...]
+    widths: tuple[int, ...]
+    stem: str
+    activation: str | Callable
+    scheme: init_lib.InitScheme
+    branch_scale: float | str
+    norm: str | None
+    bias: bool
+
+    @nn.compact
+    def __call__(self, x):
+        act = activation(self.activation)
+        make_norm = norm_layer(self.norm)
+        fixup = self.scheme.residual == "fixup"
+        x = x.reshape((x.shape[0], *self.input_shape))
+        size, stride, pad = (3, 1, 1) if self.stem == "cifar" else (7, 2, 3)
+        h = nn.Conv(
+            self.widths[0],
+            (size, size),
+            strides=(stride, stride),
+            padding=((pad, pad), (pad, pad)),
+            use_bias=self.bias,
+            kernel_init=self.scheme.kernel,
+            bias_init=self.scheme.bias,
+            param_dtype=x.dtype,
+            name="stem_conv",
+        )(x)
+        if make_norm is not None:
+            h = make_norm(name="stem_norm")(h)
+        h = act(h)
+        if self.stem == "imagenet":
+            h = nn.max_pool(h, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        depth = sum(self.stage_sizes)
+        for i, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths, strict=True)):
+            for j in range(blocks):
+                h = BasicBlock(
+                    width,
+                    2 if (i > 0 and j == 0) else 1,
+                    self.activation,
+                    self.scheme,
+                    self.branch_scale,
+                    self.norm,
+                    self.bias,
+                    fixup_depth=depth if fixup else 0,
+                    name=f"stage{i}_block{j}",
+                )(h)
+        h = jnp.mean(h, axis=(1, 2))
+        return nn.Dense(
+            self.num_classes,
+            use_bias=True,
+            kernel_init=_zeros if fixup else self.scheme.kernel,
+            bias_init=_zeros if fixup else self.scheme.bias,
+            param_dtype=h.dtype,
+            name="head",
+        )(h)
+
+
+def resnet(
+    input_shape: Sequence[int] = (32, 32, 3),
+    num_classes: int = 10,
+    *,
+    stage_sizes: Sequence[int] = (2, 2, 2, 2),
+    widths: Sequence[int] = (64, 128, 256, 512),
+    stem: str = "cifar",
+    activation: str | Callable = "relu",
+    init: str | init_lib.InitScheme = "he",
+    branch_scale: float | str | None = None,
+    norm: str | None = "batch",
+    bias: bool | None = None,
+    dtype=jnp.float32,
+) -> Model:
+    """A convolutional ResNet of basic blocks (ResNet-18 by default).
+
+    A stem conv, then stages of blocks ``act(shortcut(h) + α · branch(h))`` with
+    ``branch = norm ∘ conv3x3 ∘ act ∘ norm ∘ conv3x3``; the first block of every stage but
+    the first halves the resolution (stride 2) and its shortcut is a 1x1 conv + norm; then
+    global average pooling and a linear head. Padding is symmetric, as in the original and
+    in torchvision, so weights map one to one onto ``torchvision.models.resnet18``.
+
+    ``stem="cifar"`` is a 3x3 stride-1 conv (the usual CIFAR ResNet-18, 11.17M parameters
+    at 10 classes); ``stem="imagenet"`` is torchvision's 7x7 stride-2 conv and 3x3 stride-2
+    max pool (11.18M parameters at 10 classes; on 32x32 inputs it is the model curvlinops
+    benchmarks). BatchNorm is pure (module docstring): batch statistics unless ``stats`` are
+    passed. The scheme's residual rule is honoured as in :func:`resmlp` (``fixup``: branch
+    convs × L^(-1/2), each branch's last conv and the head at zero; ``depth_scaled``:
+    α = 1/√L; ``zero_branch``: learnable α from 0), L being the number of blocks.
+
+    Args:
+      input_shape: ``(H, W, C)`` of one image.
+      num_classes: outputs of the head.
+      stage_sizes: blocks per stage (ResNet-18: ``(2, 2, 2, 2)``, ResNet-34: ``(3, 4, 6, 3)``).
+      widths: channels per stage.
+      stem: ``"cifar"`` or ``"imagenet"``.
+      activation: a name from :data:`ACTIVATIONS` or a callable.
+      init: scheme name or :class:`~lljax.init.InitScheme`.
+      branch_scale: α: a float, ``"1/sqrt(depth)"`` or ``"learnable"``; ``None`` (default):
+        from the scheme's residual rule, else 1.
+      norm: ``"batch"`` (default), ``"layer"`` or ``None``.
+      bias: conv biases; ``None`` (default): only without normalisation (the head always
+        has one).
+      dtype: float32 or float64.
+
+    Returns:
+      A :class:`Model` with params ``{"stem_conv", "stem_norm", "stage{i}_block{j}": {"conv_0",
+      "norm_0", "conv_1", "norm_1", ["shortcut_conv", "shortcut_norm"]}, "head"}``.
+
+    Raises:
+      ValueError: for bad shapes or sizes, an unknown stem, activation, norm or scheme, or a
+        ``branch_scale`` that contradicts the scheme's residual rule.
+
+    References:
+      He et al. 2016, arXiv:1512.03385 (ResNet); Zhang et al. 2019, arXiv:1901.09321 (Fixup).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model = ll.models.resnet()  # ResNet-18 for CIFAR-10
+      >>> params = model.init(jax.random.key(0))
+      >>> sum(p.size for p in jax.tree.leaves(params))
+      11173962
+      >>> tiny = ll.models.resnet((8, 8, 3), 5, stage_sizes=(1, 1), widths=(4, 8))
+      >>> tiny.apply(tiny.init(jax.random.key(0)), jax.numpy.ones((2, 8, 8, 3))).shape
+      (2, 5)
+    """
+    input_shape = _check_widths("input_shape", input_shape)
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape: expected (H, W, C), got {input_shape!r}")
+    _check_positive_int("num_classes", num_classes)
+    stage_sizes = _check_widths("stage_sizes", stage_sizes)
+    widths = _check_widths("widths", widths)
+    if len(widths) != len(stage_sizes):
+        raise ValueError(
+            f"widths: expected one per stage ({len(stage_sizes)}), got {len(widths)}: {widths!r}"
+        )
+    if stem not in ("cifar", "imagenet"):
+        raise ValueError(f"stem: expected 'cifar' or 'imagenet', got {stem!r}")
+    _get_activation(activation)
+    norm_layer(norm)
+    scheme = init_lib.get(init)
+    alpha = _branch_alpha(scheme, branch_scale, sum(stage_sizes))
+    bias = norm is None if bias is None else bool(bias)
+    module = ResNet(
+        input_shape,
+        num_classes,
+        stage_sizes,
+        widths,
+        stem,
+        activation,
+        scheme,
+        alpha,
+        norm,
+        bias,
+    )
+    depth = 2 * sum(stage_sizes) + 2
+    return wrap(
+        module,
+        input_shape,
+        dtype=_check_dtype(dtype),
+        name=f"resnet{depth}({stem},{scheme.name})",
     )
 
 

@@ -47,6 +47,10 @@ def _builders(dtype):
             tokens,
         ),
         "deep_linear": (ll.models.deep_linear([6, 5, 3], dtype=dtype), _x((4, 6), dtype=dtype)),
+        "resnet": (
+            ll.models.resnet((6, 6, 2), 3, stage_sizes=(1, 1), widths=(4, 6), dtype=dtype),
+            _x((4, 6, 6, 2), dtype=dtype),
+        ),
     }
 
 
@@ -126,8 +130,9 @@ def test_cnn_1d_matches_direct_convolution():
             _x((16, 5)),
         ),
         (ll.models.cnn((10,), 3, channels=(4,), kernel_size=3, norm="batch"), _x((16, 10))),
+        (ll.models.resnet((4, 4, 1), 3, stage_sizes=(1, 1), widths=(2, 3)), _x((16, 4, 4, 1))),
     ],
-    ids=["mlp", "resmlp", "cnn"],
+    ids=["mlp", "resmlp", "cnn", "resnet"],
 )
 def test_batchnorm_batch_and_population_statistics(model, x):
     params = model.init(KEY)
@@ -200,6 +205,68 @@ def test_resmlp_fixup(m):
     expected = 2.0 / width * depth ** (-1.0 / (m - 1))
     assert abs(float(np.mean(var)) / expected - 1) < 4 * math.sqrt(2 / (len(var) * width**2))
     assert not np.any(model.apply(params, _x((4, 5))))  # the classifier starts at zero
+
+
+def _conv(x, p, stride, pad):
+    y = jax.lax.conv_general_dilated(
+        x, p["kernel"], (stride, stride), [(pad, pad)] * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision="highest",
+    )  # fmt: skip
+    return y + p["bias"].reshape(1, 1, 1, -1) if "bias" in p else y
+
+
+def test_resnet_matches_direct_computation():
+    # Without norms: stem, then per block relu(shortcut(h) + conv1(relu(conv0(h)))), the
+    # first block of stage 1 strided with a 1x1 projection shortcut; mean pool; linear head.
+    model = ll.models.resnet((8, 8, 2), 3, stage_sizes=(1, 2), widths=(3, 4), norm=None)
+    p = model.init(KEY)
+    x = _x((2, 8, 8, 2))
+    h = jax.nn.relu(_conv(x, p["stem_conv"], 1, 1))
+    for name, stride in [("stage0_block0", 1), ("stage1_block0", 2), ("stage1_block1", 1)]:
+        b = p[name]
+        z = _conv(jax.nn.relu(_conv(h, b["conv_0"], stride, 1)), b["conv_1"], 1, 1)
+        short = _conv(h, b["shortcut_conv"], stride, 0) if "shortcut_conv" in b else h
+        h = jax.nn.relu(short + z)
+    assert h.shape == (2, 4, 4, 4) and "shortcut_conv" not in p["stage1_block1"]
+    expected = h.mean((1, 2)) @ p["head"]["kernel"] + p["head"]["bias"][None]
+    np.testing.assert_allclose(model.apply(p, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resnet18_sizes():
+    # He et al.'s ResNet-18 with 10 classes: 11,173,962 parameters with the CIFAR stem;
+    # torchvision's resnet18(num_classes=10) (7x7 stem + max pool) has 11,181,642.
+    for stem, count in (("cifar", 11_173_962), ("imagenet", 11_181_642)):
+        shapes = jax.eval_shape(ll.models.resnet(stem=stem).init, KEY)
+        assert sum(math.prod(s.shape) for s in jax.tree.leaves(shapes)) == count
+        assert "bias" not in shapes["stem_conv"]  # convs followed by BatchNorm have none
+    out = jax.eval_shape(ll.models.resnet(stem="imagenet").apply, shapes, _x((2, 32, 32, 3)))
+    assert out.shape == (2, 10)
+
+
+def test_resnet_residual_rules():
+    x = _x((4, 8, 8, 3))
+    kw = dict(stage_sizes=(2, 2), widths=(8, 16))
+    fixup = ll.models.resnet((8, 8, 3), 5, init="fixup", norm=None, **kw)
+    p = fixup.init(KEY)
+    assert not np.any(p["head"]["kernel"]) and not np.any(fixup.apply(p, x))
+    blocks = [p[f"stage{i}_block{j}"] for i in range(2) for j in range(2)]
+    assert all(not np.any(b["conv_1"]["kernel"]) for b in blocks)
+    # The first branch conv is He-scaled times L^(-1/2), L = 4 blocks: variance 2/fan_in/4.
+    he = ll.models.resnet((8, 8, 3), 5, norm=None, **kw).init(KEY)
+    np.testing.assert_allclose(
+        p["stage1_block1"]["conv_0"]["kernel"], he["stage1_block1"]["conv_0"]["kernel"] / 2,
+        rtol=1e-6,
+    )  # fmt: skip
+    zero = ll.models.resnet((8, 8, 3), 5, init="zero_branch", **kw)
+    pz = zero.init(KEY)
+    assert all(
+        float(pz[f"stage{i}_block{j}"]["branch_scale"]) == 0.0 for i in range(2) for j in range(2)
+    )
+    # With every α = 0 a block is relu(shortcut(h)): the branch convs do not matter.
+    moved = jax.tree_util.tree_map_with_path(
+        lambda path, a: a + 1.0 if "conv_1" in jax.tree_util.keystr(path) else a, pz
+    )
+    np.testing.assert_allclose(zero.apply(moved, x), zero.apply(pz, x), rtol=1e-6)
 
 
 def test_resmlp_depth_scaled_keeps_variance_bounded():
@@ -373,6 +440,10 @@ def test_layer_outputs_in_call_order():
         (lambda: ll.models.cnn(pool="median"), "pool"),
         (lambda: ll.models.cnn(padding="FULL"), "padding"),
         (lambda: ll.models.cnn((4, 4, 4, 1)), "input_shape"),
+        (lambda: ll.models.resnet(stem="tiny"), "stem"),
+        (lambda: ll.models.resnet(widths=(8, 16)), "widths"),
+        (lambda: ll.models.resnet((32, 32)), "input_shape"),
+        (lambda: ll.models.resnet(init="zero_branch", branch_scale=1.0), "branch_scale"),
         (lambda: ll.models.transformer(8, 3, num_classes=7, width=10, num_heads=4), "num_heads"),
         (lambda: ll.models.transformer(8, 3, num_classes=7, readout="mean"), "readout"),
         (lambda: ll.models.deep_linear([3]), "widths"),

@@ -74,7 +74,7 @@ def _hvp_operator(model, params, batch):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "k"))
-def _mlp_top_bottom(model, params, batch, key, k=4):
+def _top_bottom(model, params, batch, key, k=4):
     op = _hvp_operator(model, params, batch)
     return spectrum.eigsh(op, k, "LA", key=key), spectrum.eigsh(op, k, "SA", key=key)
 
@@ -282,13 +282,73 @@ def test_eigsh_mlp_hessian_top_and_bottom(activation, dtype, request):
     dense = _hvp_operator(model, params, batch).dense()
     ex = _exact((dense + dense.T) / 2)
     assert ex[0] < 0 < ex[-1]  # a saddle: both ends are meaningful
-    top, bottom = _mlp_top_bottom(model, params, batch, jax.random.key(7))
+    top, bottom = _top_bottom(model, params, batch, jax.random.key(7))
     rtol, rres = (1e-8, 1e-8) if dtype == "float64" else (1e-4, 1e-4)
     np.testing.assert_allclose(top.eigenvalues, ex[::-1][:4], rtol=rtol)
     np.testing.assert_allclose(bottom.eigenvalues, ex[:4], rtol=rtol)
     scale = np.abs(ex).max()
     assert np.asarray(top.residuals).max() < rres * scale
     assert np.asarray(bottom.residuals).max() < rres * scale
+
+
+def _model_problem(name, dtype):
+    """Small networks with normalisation (about 150-300 params), a batch of 16."""
+    n, classes = 16, 3
+    if name == "mlp_layernorm_tanh":
+        model, shape = (
+            ll.models.mlp([5, 8, 8, 3], activation="tanh", norm="layer", dtype=dtype),
+            (5,),
+        )
+    elif name == "cnn_batchnorm_relu":
+        model = ll.models.cnn((5, 5, 2), 3, channels=(3,), kernel_size=3, norm="batch", dtype=dtype)
+        shape = (5, 5, 2)
+    elif name == "resnet_batchnorm":
+        model = ll.models.resnet((4, 4, 1), 3, stage_sizes=(1, 1), widths=(2, 3), dtype=dtype)
+        shape = (4, 4, 1)
+    else:  # transformer with LayerNorm on 3-token sequences
+        model = ll.models.transformer(
+            5, 3, num_classes=4, width=4, num_heads=2, mlp_width=8, dtype=dtype
+        )
+        x = jax.random.randint(jax.random.key(1), (n, 3), 0, 5)
+        return (
+            model,
+            model.init(jax.random.key(0)),
+            (x, jax.random.randint(jax.random.key(2), (n,), 0, 4)),
+        )
+    x = jax.random.normal(jax.random.key(1), (n, *shape), dtype)
+    y = jax.random.randint(jax.random.key(2), (n,), 0, classes)
+    return model, model.init(jax.random.key(0)), (x, y)
+
+
+@pytest.mark.parametrize(
+    "name, dtype",
+    [
+        ("mlp_layernorm_tanh", "float64"),
+        ("resnet_batchnorm", "float64"),
+        ("transformer_layernorm", "float64"),
+        ("cnn_batchnorm_relu", "float32"),
+        pytest.param("cnn_batchnorm_relu", "float64", marks=pytest.mark.slow),
+        pytest.param("mlp_layernorm_tanh", "float32", marks=pytest.mark.slow),
+        pytest.param("resnet_batchnorm", "float32", marks=pytest.mark.slow),
+        pytest.param("transformer_layernorm", "float32", marks=pytest.mark.slow),
+    ],
+)
+def test_eigsh_hessian_of_normalised_cnn_resnet_transformer(name, dtype, request):
+    """Top-4 and bottom-4 Hessian eigenvalues against dense eigh: LayerNorm, BatchNorm with
+    batch statistics (examples coupled), convolutions, residual blocks, attention."""
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    model, params, batch = _model_problem(name, jnp.dtype(dtype))
+    dense = _hvp_operator(model, params, batch).dense()
+    ex = _exact((dense + dense.T) / 2)
+    assert ex[0] < 0 < ex[-1]
+    top, bottom = _top_bottom(model, params, batch, jax.random.key(7))
+    tol = 1e-8 if dtype == "float64" else 1e-4
+    np.testing.assert_allclose(top.eigenvalues, ex[::-1][:4], rtol=tol)
+    np.testing.assert_allclose(bottom.eigenvalues, ex[:4], rtol=tol)
+    scale = np.abs(ex).max()
+    assert np.asarray(top.residuals).max() < tol * scale
+    assert np.asarray(bottom.residuals).max() < tol * scale
 
 
 def test_eigsh_tolerance_mode_restarts_until_converged(x64):
