@@ -2,19 +2,21 @@
 
 Runs, in order, each section in its own process (a crash or timeout in one leaves the rest):
 
-1. ``correctness``: on the default device, top-5/bottom-5 eigenvalues of small MLP Hessians
-   (tanh and ReLU, float32 and float64) against ``jnp.linalg.eigh`` of the dense matrix,
-   Hutch++ trace within 3 standard errors of the exact trace, ``vmap`` over a population equal
-   to a loop, and population training equal member by member to separate runs;
+1. ``correctness``: on the default device, top-5/bottom-5 eigenvalues of small Hessians (MLP
+   with tanh and ReLU, a BatchNorm ResNet; float32 and float64) against ``jnp.linalg.eigh``
+   of the dense matrix, Hutch++ trace within 3 standard errors of the exact trace, ``vmap``
+   over a population equal to a loop, and population training equal member by member to
+   separate runs;
 2. ``benchmarks/spectrum.py --size small`` (64-seed population; PyHessian and curvlinops
    if installed);
 3. ``benchmarks/ensemble.py`` (64 members, 500 steps, torch peers if installed, scaling);
 4. ``benchmarks/llc.py`` (8 chains × 2000 draws, devinterp if installed);
 5. ``benchmarks/spectrum.py --size large`` (14.7M parameters; no population section);
-6. ``benchmarks/llc_theory.py`` (the deep-linear and ReLU-rescaling LLC table).
+6. ``benchmarks/resnet.py`` (ResNet-18, batch 512: HVP time, memory and accuracy);
+7. ``benchmarks/llc_theory.py`` (the deep-linear and ReLU-rescaling LLC table).
 
 Every section's output goes to ``--out`` (one log per section and ``gpu.json``). Meant to
-finish in under 8 minutes on an H100; ``--smoke`` shrinks everything for a CPU dry run.
+finish in under 9 minutes on an H100; ``--smoke`` shrinks everything for a CPU dry run.
 
 Usage::
 
@@ -48,12 +50,18 @@ def correctness(smoke: bool) -> dict:
     widths = [12, 16, 16, 4]
     key = jr.key(0)
     for dtype_name in ("float64", "float32"):
-        for act in ("tanh", "relu"):
+        for act in ("resnet", "tanh", "relu"):
             with jax.enable_x64(dtype_name == "float64"):
                 dtype = jnp.dtype(dtype_name)
-                model = ll.models.mlp(widths, activation=act, init="lecun", dtype=dtype)
+                if act == "resnet":  # convolutions, residual blocks, BatchNorm (batch stats)
+                    model = ll.models.resnet(
+                        (4, 4, 1), widths[-1], stage_sizes=(1, 1), widths=(2, 3), dtype=dtype
+                    )
+                    x = jr.normal(jr.key(2), (64, 4, 4, 1), dtype)
+                else:
+                    model = ll.models.mlp(widths, activation=act, init="lecun", dtype=dtype)
+                    x = jr.normal(jr.key(2), (64, widths[0]), dtype)
                 params = model.init(jr.key(1))
-                x = jr.normal(jr.key(2), (64, widths[0]), dtype)
                 y = jr.randint(jr.key(3), (64,), 0, widths[-1])
                 loss_fn = ll.losses.cross_entropy(model)
                 op = ll.curvature.hessian(loss_fn, params, (x, y))
@@ -189,6 +197,7 @@ def main(argv=None) -> int:
             "ensemble": (["ensemble.py", "--quick", "--no-scaling"], 600),
             "llc": (["llc.py", "--quick"], 600),
             "llc_theory": (["llc_theory.py", "--quick"], 600),
+            "resnet": (["resnet.py", "--batch", "8", "--reps", "1", "--num-steps", "2"], 600),
         }
     else:
         sections = {
@@ -199,6 +208,7 @@ def main(argv=None) -> int:
                 ["spectrum.py", "--size", "large", "--skip", "population,pyhessian_tight"],
                 100,
             ),
+            "resnet": (["resnet.py"], 80),
             "llc_theory": (["llc_theory.py", "--relu-draws", "32000"], 90),
         }
     for name, (argv_, timeout) in sections.items():

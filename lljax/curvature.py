@@ -38,7 +38,10 @@ statistics, a dropout key under the model's own argument name) are passed unchan
 :attr:`Operator.precision`. Float64 params give float64 operators (``jax_enable_x64``).
 
 Every builder is a pure function of arrays: it works under ``jax.jit`` and under ``jax.vmap``
-over a stacked population of params.
+over a stacked population of params. Build the operator inside the jitted function, with
+params and batch as its arguments (``jax.jit(lambda p, b, v: hessian(loss_fn, p, b) @ v)``):
+jitting ``op.matvec`` of an operator built outside bakes params and data into the program as
+constants, which XLA may then spend minutes constant-folding (ResNet-18 at batch 512: six).
 
 Examples:
   >>> import jax, jax.numpy as jnp, lljax as ll
