@@ -970,8 +970,8 @@ def resnet(
     Examples:
       >>> import jax, lljax as ll
       >>> model = ll.models.resnet()  # ResNet-18 for CIFAR-10
-      >>> params = model.init(jax.random.key(0))
-      >>> sum(p.size for p in jax.tree.leaves(params))
+      >>> shapes = jax.eval_shape(model.init, jax.random.key(0))
+      >>> sum(p.size for p in jax.tree.leaves(shapes))
       11173962
       >>> tiny = ll.models.resnet((8, 8, 3), 5, stage_sizes=(1, 1), widths=(4, 8))
       >>> tiny.apply(tiny.init(jax.random.key(0)), jax.numpy.ones((2, 8, 8, 3))).shape

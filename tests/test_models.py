@@ -244,20 +244,20 @@ def test_resnet18_sizes():
 
 
 def test_resnet_residual_rules():
-    x = _x((4, 8, 8, 3))
-    kw = dict(stage_sizes=(2, 2), widths=(8, 16))
-    fixup = ll.models.resnet((8, 8, 3), 5, init="fixup", norm=None, **kw)
+    x = _x((4, 4, 4, 3))
+    kw = dict(stage_sizes=(2, 2), widths=(4, 8))
+    fixup = ll.models.resnet((4, 4, 3), 5, init="fixup", norm=None, **kw)
     p = fixup.init(KEY)
     assert not np.any(p["head"]["kernel"]) and not np.any(fixup.apply(p, x))
     blocks = [p[f"stage{i}_block{j}"] for i in range(2) for j in range(2)]
     assert all(not np.any(b["conv_1"]["kernel"]) for b in blocks)
     # The first branch conv is He-scaled times L^(-1/2), L = 4 blocks: variance 2/fan_in/4.
-    he = ll.models.resnet((8, 8, 3), 5, norm=None, **kw).init(KEY)
+    he = ll.models.resnet((4, 4, 3), 5, norm=None, **kw).init(KEY)
     np.testing.assert_allclose(
         p["stage1_block1"]["conv_0"]["kernel"], he["stage1_block1"]["conv_0"]["kernel"] / 2,
         rtol=1e-6,
     )  # fmt: skip
-    zero = ll.models.resnet((8, 8, 3), 5, init="zero_branch", **kw)
+    zero = ll.models.resnet((4, 4, 3), 5, init="zero_branch", **kw)
     pz = zero.init(KEY)
     assert all(
         float(pz[f"stage{i}_block{j}"]["branch_scale"]) == 0.0 for i in range(2) for j in range(2)
