@@ -40,9 +40,9 @@ import lljax as ll
 from lljax import spectrum
 
 try:  # run as a script (benchmarks/ on sys.path) or imported from the repository root
-    from spectrum import timeit
+    from spectrum import print_table, timeit
 except ImportError:  # pragma: no cover
-    from benchmarks.spectrum import timeit
+    from benchmarks.spectrum import print_table, timeit
 
 
 def make_problem(batch, stem="imagenet", seed=0, dtype=jnp.float32):
@@ -94,7 +94,7 @@ def torch_resnet(params):
 
     def load(t, a):
         with torch.no_grad():
-            t.copy_(torch.from_numpy(np.ascontiguousarray(a)))
+            t.copy_(torch.from_numpy(np.array(a, copy=True, order="C")))
 
     def conv(p, stride):
         k = np.asarray(p["kernel"])  # (kh, kw, in, out) -> (out, in, kh, kw)
@@ -375,10 +375,9 @@ def main(argv=None):
                     f"vHv {rec['accuracy'][tool + '_vHv']:.8g} (diff. {rec['accuracy']['fd_vHv']:.8g})",
                 )
             )
-    print(f"# lljax ResNet-18 HVP benchmark: batch {args.batch}, {n} params, {device} ({backend})")
-    width = max(len(r[0]) for r in rows)
-    for name, val, note in rows:
-        print(f"{name:<{width}}  {val:>10}  {note}")
+    print_table(
+        f"lljax ResNet-18 HVP benchmark: batch {args.batch}, {n} params, {device} ({backend})", rows
+    )
     print(json.dumps(rec))
     return rec
 

@@ -55,6 +55,14 @@ def timeit(fn, *args, reps=5):
     return statistics.median(times)
 
 
+def print_table(title, rows):
+    """``rows`` of ``(measure, value, note)`` under a ``# title`` line."""
+    print(f"# {title}")
+    width = max(len(r[0]) for r in rows)
+    for name, val, note in rows:
+        print(f"{name:<{width}}  {val:>12}  {note}")
+
+
 def peak_memory():
     try:
         stats = jax.local_devices()[0].memory_stats()
@@ -533,10 +541,7 @@ def main(argv=None):
                 f"value {c['trace_hutch++']:.4g}",
             ),
         ]
-    print(f"# lljax spectrum benchmark: {args.size}, {n} params, {device} ({backend})")
-    width = max(len(r[0]) for r in rows)
-    for name, val, note in rows:
-        print(f"{name:<{width}}  {val:>12}  {note}")
+    print_table(f"lljax spectrum benchmark: {args.size}, {n} params, {device} ({backend})", rows)
     print(json.dumps(rec))
     return rec
 

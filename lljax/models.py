@@ -381,6 +381,14 @@ def mlp(
 # Residual MLP
 
 
+def _scale_branch(module: nn.Module, z, branch_scale, param_dtype):
+    """α · z, with α a scalar parameter ``branch_scale`` of ``module`` from 0 if learnable."""
+    if branch_scale == "learnable":
+        alpha = module.param("branch_scale", nn.initializers.zeros, (), param_dtype)
+        return alpha.astype(z.dtype) * z
+    return z if branch_scale == 1.0 else branch_scale * z
+
+
 class ResidualBlock(nn.Module):
     """One residual block ``h -> h + α · branch(h)`` (pre-norm) or ``norm(h + α · branch(h))``."""
 
@@ -416,12 +424,7 @@ class ResidualBlock(nn.Module):
             )(z)
             if not last:
                 z = act(z)
-        if self.branch_scale == "learnable":
-            alpha = self.param("branch_scale", nn.initializers.zeros, (), h.dtype)
-            z = alpha.astype(z.dtype) * z
-        elif self.branch_scale != 1.0:
-            z = self.branch_scale * z
-        h = h + z
+        h = h + _scale_branch(self, z, self.branch_scale, h.dtype)
         if self.norm_position == "post" and make_norm is not None:
             h = make_norm()(h)
         return h
@@ -839,10 +842,7 @@ class BasicBlock(nn.Module):
         z = conv(self.channels, 3, 1, last_init, "conv_1")(z)
         if make_norm is not None:
             z = make_norm(name="norm_1")(z)
-        if self.branch_scale == "learnable":
-            z = self.param("branch_scale", nn.initializers.zeros, (), h.dtype) * z
-        elif self.branch_scale != 1.0:
-            z = self.branch_scale * z
+        z = _scale_branch(self, z, self.branch_scale, h.dtype)
         if self.stride != 1 or h.shape[-1] != self.channels:
             # Projection shortcut (He et al.'s option B): 1x1 conv with the block's stride.
             h = conv(self.channels, 1, self.stride, self.scheme.kernel, "shortcut_conv")(h)
