@@ -272,11 +272,21 @@ def main(argv=None):
         help="Lanczos steps timed (default 90 on GPU, 8 on CPU)",
     )
     parser.add_argument("--skip", default="", help="comma list of: torch,accuracy,lanczos")
+    parser.add_argument(
+        "--conv",
+        choices=("lljax", "lax"),
+        default="lljax",
+        help="the models' convolution (default), or plain lax.conv_general_dilated and its "
+        "autodiff rules, for comparison",
+    )
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    if args.conv == "lax":
+        ll.models.conv_general_dilated = jax.lax.conv_general_dilated
     backend = jax.default_backend()
     device = jax.devices()[0].device_kind
     rec = {"backend": backend, "device": device, "jax": jax.__version__, "batch": args.batch}
+    rec["conv"] = args.conv
 
     model, params, batch = make_problem(args.batch)
     loss_fn = ll.losses.cross_entropy(model)
@@ -376,7 +386,8 @@ def main(argv=None):
                 )
             )
     print_table(
-        f"lljax ResNet-18 HVP benchmark: batch {args.batch}, {n} params, {device} ({backend})", rows
+        f"lljax ResNet-18 HVP benchmark: batch {args.batch}, {n} params, {args.conv} "
+        f"convolutions, {device} ({backend})", rows
     )
     print(json.dumps(rec))
     return rec

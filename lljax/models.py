@@ -16,6 +16,9 @@ computed explicitly (``stats = model.stats(params, x_all)``) and passed back
 differ between the two modes (with batch statistics every example's output depends on the
 whole batch, which couples examples in the loss), so the mode is always an argument.
 
+Convolutions go through :func:`conv_general_dilated`, ``lax.conv_general_dilated`` with a
+kernel derivative that XLA:CPU runs at full speed inside ``scan`` and ``while`` loops.
+
 Examples:
   >>> import jax, lljax as ll
   >>> model = ll.models.mlp([40, 64, 10], activation="relu", init="he")
@@ -29,6 +32,8 @@ Examples:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -36,6 +41,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from lljax import init as init_lib
 
@@ -598,6 +604,109 @@ def resmlp(
 
 
 # ---------------------------------------------------------------------------------------------
+# Convolution
+
+
+def conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    batch_group_count=1,
+    precision=None,
+    preferred_element_type=None,
+):
+    """``lax.conv_general_dilated`` whose kernel derivative XLA:CPU also runs fast in loops.
+
+    Reverse mode transposes a convolution with respect to its kernel into a second convolution
+    with batch and feature dimensions swapped (``f01b_i01o->01bf``). Inside a ``while`` loop
+    (``lax.scan`` training, every Lanczos iteration) XLA:CPU emits that one as a naive loop
+    nest, 50-100x slower than outside a loop (jax-ml/jax#12868). On the CPU the kernel
+    tangent here is a sum over kernel taps of matmuls, so its transpose is matmuls too; the
+    value and the input derivative stay ordinary convolutions, and other backends (cuDNN)
+    keep the plain rule. Plain (channel-last, undilated, ungrouped) convolutions only; others
+    are passed to ``lax.conv_general_dilated``. Every convolution of the builders uses it.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> x, w = jnp.ones((2, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+      >>> dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+      >>> conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)[0, 0, 0]
+      Array([12., 12., 12., 12.], dtype=float32)
+    """
+    sp = "DHW"[3 - (lhs.ndim - 2) :] if lhs.ndim <= 5 else None
+    dn = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+    channel_last = sp and lax.conv_dimension_numbers(
+        lhs.shape, rhs.shape, (f"N{sp}C", f"{sp}IO", f"N{sp}C")
+    )
+    plain = (
+        dn == channel_last
+        and all(d == 1 for d in (lhs_dilation or ()))
+        and all(d == 1 for d in (rhs_dilation or ()))
+        and feature_group_count == 1
+        and batch_group_count == 1
+    )
+    if not plain:
+        return lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type,
+        )  # fmt: skip
+    if isinstance(padding, str):
+        padding = lax.padtype_to_pads(lhs.shape[1:-1], rhs.shape[:-2], window_strides, padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _conv(lhs, rhs, tuple(window_strides), pads, dn, precision, preferred_element_type)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _conv(x, w, strides, pads, dn, precision, out_dtype):
+    return lax.conv_general_dilated(
+        x, w, strides, pads, dimension_numbers=dn, precision=precision,
+        preferred_element_type=out_dtype,
+    )  # fmt: skip
+
+
+def _conv_taps(x, w, strides, pads, precision, out_dtype):
+    """The convolution as ``sum_k slice_k(pad(x)) @ w[k]`` over kernel offsets ``k``."""
+    nsp = x.ndim - 2
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    k_shape = w.shape[:nsp]
+    out_shape = [(xp.shape[1 + d] - k_shape[d]) // strides[d] + 1 for d in range(nsp)]
+    out = None
+    for k in itertools.product(*map(range, k_shape)):
+        limit = [k[d] + strides[d] * (out_shape[d] - 1) + 1 for d in range(nsp)]
+        patch = lax.slice(xp, (0, *k, 0), (xp.shape[0], *limit, xp.shape[-1]), (1, *strides, 1))
+        term = lax.dot_general(
+            patch, w[k], (((x.ndim - 1,), (0,)), ((), ())), precision=precision,
+            preferred_element_type=out_dtype,
+        )  # fmt: skip
+        out = term if out is None else out + term
+    return out
+
+
+@functools.partial(_conv.defjvp, symbolic_zeros=True)
+def _conv_jvp(strides, pads, dn, precision, out_dtype, primals, tangents):
+    x, w = primals
+    dx, dw = tangents
+    y = _conv(x, w, strides, pads, dn, precision, out_dtype)
+
+    def conv(a, b):
+        return _conv(a, b, strides, pads, dn, precision, out_dtype)
+
+    def taps(a, b):
+        return _conv_taps(a, b, strides, pads, precision, out_dtype)
+
+    zero = jax.custom_derivatives.SymbolicZero  # e.g. the data: skip its tangent's conv
+    terms = [] if isinstance(dx, zero) else [conv(dx, w)]
+    if not isinstance(dw, zero):
+        terms.append(lax.platform_dependent(x, dw, cpu=taps, default=conv))
+    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+
+
+# ---------------------------------------------------------------------------------------------
 # CNN
 
 
@@ -634,6 +743,7 @@ class CNN(nn.Module):
                 kernel_init=self.scheme.kernel,
                 bias_init=self.scheme.bias,
                 param_dtype=x.dtype,
+                conv_general_dilated=conv_general_dilated,
             )(x)
             if make_norm is not None:
                 x = make_norm()(x)
@@ -831,6 +941,7 @@ class BasicBlock(nn.Module):
                 kernel_init=init,
                 bias_init=self.scheme.bias,
                 param_dtype=h.dtype,
+                conv_general_dilated=conv_general_dilated,
                 name=name,
             )
 
@@ -879,6 +990,7 @@ class ResNet(nn.Module):
             kernel_init=self.scheme.kernel,
             bias_init=self.scheme.bias,
             param_dtype=x.dtype,
+            conv_general_dilated=conv_general_dilated,
             name="stem_conv",
         )(x)
         if make_norm is not None:

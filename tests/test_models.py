@@ -232,6 +232,52 @@ def test_resnet_matches_direct_computation():
     np.testing.assert_allclose(model.apply(p, x), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "spatial, kernel, stride, padding",
+    [((13,), 5, 2, "SAME"), ((9, 8), 3, 1, ((1, 1), (1, 1))), ((9, 9), 5, 2, ((2, 1), (2, 2)))],
+)
+def test_conv_derivatives_equal_lax(x64, spatial, kernel, stride, padding):
+    # Value, gradient, forward-over-reverse HVP, jvp and vmap of the builders' convolution
+    # against lax.conv_general_dilated, in float64.
+    x = _x((3, *spatial, 4), dtype=jnp.float64)
+    w = _x((kernel,) * len(spatial) + (4, 5), seed=2, dtype=jnp.float64)
+    sp = "DHW"[3 - len(spatial) :]
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, (f"N{sp}C", f"{sp}IO", f"N{sp}C"))
+
+    def loss(conv):
+        return lambda x, w: jnp.sum(jnp.sin(conv(x, w, (stride,) * len(spatial), padding,
+                                                 dimension_numbers=dn)))  # fmt: skip
+
+    ref, ours = loss(jax.lax.conv_general_dilated), loss(ll.models.conv_general_dilated)
+    checks = {
+        "value": lambda f: f(x, w),
+        "grad": lambda f: jax.grad(f, (0, 1))(x, w),
+        "hvp": lambda f: jax.jvp(jax.grad(f, (0, 1)), (x, w), (0.3 * x, 0.7 * w))[1],
+        # x is not differentiated here: its tangent reaches the rule as a symbolic zero.
+        "hvp_kernel": lambda f: jax.jvp(lambda w: jax.grad(f, 1)(x, w), (w,), (0.7 * w,))[1],
+        "jvp": lambda f: jax.jvp(f, (x, w), (x, w))[1],
+        "vmap": lambda f: jax.vmap(jax.grad(f, 1), (None, 0))(x, jnp.stack([w, 2 * w])),
+    }
+    for name, check in checks.items():
+        for a, b in zip(jax.tree.leaves(check(ref)), jax.tree.leaves(check(ours)), strict=True):
+            tol = 1e-12 * np.max(np.abs(a))
+            np.testing.assert_allclose(b, a, rtol=1e-12, atol=tol, err_msg=name)
+    # On the CPU the kernel derivative is matmuls (XLA:CPU runs the transposed convolution
+    # as a naive loop inside while loops); a GPU keeps the plain rule; dilated convolutions
+    # fall back to lax.
+    grad_kernel = jax.jit(jax.grad(ours, 1))
+    hlo = grad_kernel.lower(x, w).as_text()
+    assert hlo.count("stablehlo.convolution") == 1 and "dot_general" in hlo
+    hlo = jax.export.export(grad_kernel, platforms=("cuda",))(x, w).mlir_module()
+    assert hlo.count("stablehlo.convolution") == 2 and "dot_general" not in hlo
+    ones = (1,) * len(spatial)
+    kw = dict(rhs_dilation=(2,) * len(spatial), dimension_numbers=dn)
+    np.testing.assert_array_equal(
+        ll.models.conv_general_dilated(x, w, ones, "SAME", **kw),
+        jax.lax.conv_general_dilated(x, w, ones, "SAME", **kw),
+    )
+
+
 def test_resnet18_sizes():
     # He et al.'s ResNet-18 with 10 classes: 11,173,962 parameters with the CIFAR stem;
     # torchvision's resnet18(num_classes=10) (7x7 stem + max pool) has 11,181,642.
