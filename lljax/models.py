@@ -699,11 +699,13 @@ def _conv_jvp(strides, pads, dn, precision, out_dtype, primals, tangents):
     def taps(a, b):
         return _conv_taps(a, b, strides, pads, precision, out_dtype)
 
-    zero = jax.custom_derivatives.SymbolicZero  # e.g. the data: skip its tangent's conv
-    terms = [] if isinstance(dx, zero) else [conv(dx, w)]
+    # Inputs that are not differentiated (the data) arrive as symbolic zeros: no work for them.
+    zero = jax.custom_derivatives.SymbolicZero
+    dy = None if isinstance(dx, zero) else conv(dx, w)
     if not isinstance(dw, zero):
-        terms.append(lax.platform_dependent(x, dw, cpu=taps, default=conv))
-    return y, sum(terms[1:], terms[0]) if terms else jnp.zeros_like(y)
+        dy_w = lax.platform_dependent(x, dw, cpu=taps, default=conv)
+        dy = dy_w if dy is None else dy + dy_w
+    return y, jnp.zeros_like(y) if dy is None else dy
 
 
 # ---------------------------------------------------------------------------------------------
