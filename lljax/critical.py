@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from lljax import _linalg
+
 LossFn = Callable[[Any, Any], jax.Array]
 
 
@@ -101,7 +103,7 @@ def classify(loss_fn: LossFn, params, batch, *, tol: float | None = None) -> Cri
     with jax.default_matmul_precision("highest"):
         loss, grad = jax.value_and_grad(f)(flat)
         hess = jax.hessian(f)(flat)
-        eig = jnp.linalg.eigvalsh(0.5 * (hess + hess.T))
+        eig = _linalg.eigvalsh(0.5 * (hess + hess.T))
     tol = _default_tol(eig) if tol is None else jnp.asarray(tol, eig.dtype)
     index = jnp.sum(eig < -tol)
     return CriticalPoint(
@@ -168,7 +170,7 @@ def find_critical_point(
             g = grad_fn(x)
             h = jax.hessian(f)(x)
             h = 0.5 * (h + h.T)
-            delta = -jnp.linalg.solve(h @ h + lam * eye, h @ g)
+            delta = -_linalg.solve(h @ h + lam * eye, h @ g)
         x_new = x + delta
         better = jnp.linalg.norm(grad_fn(x_new)) < jnp.linalg.norm(g)
         better = better & jnp.all(jnp.isfinite(x_new))

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 
+from lljax import _linalg
+
 Initializer = Callable[..., jax.Array]
 
 
@@ -72,8 +74,13 @@ def _glorot(key, shape, dtype=jnp.float32):
 
 def _orthogonal(gain: float) -> Initializer:
     def init(key, shape, dtype=jnp.float32):
-        flat = (_fan_in(shape), int(shape[-1]))
-        return jax.nn.initializers.orthogonal(scale=gain)(key, flat, dtype).reshape(shape)
+        rows, cols = _fan_in(shape), int(shape[-1])
+        # Q of a Gaussian matrix with the signs of diag(R) divided out is Haar-distributed
+        # (Mezzadri 2007); the same draw as jax.nn.initializers.orthogonal, but with a QR
+        # that a vmapped population init on the CPU cannot deadlock (see lljax._linalg).
+        q, r = _linalg.qr(jr.normal(key, (max(rows, cols), min(rows, cols)), dtype))
+        q = q * jnp.sign(jnp.diagonal(r))[None, :]
+        return (gain * (q if rows >= cols else q.T)).reshape(shape)
 
     return init
 

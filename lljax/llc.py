@@ -46,7 +46,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from lljax import optim
+from lljax import _linalg, optim
 
 Params = Any
 
@@ -951,7 +951,7 @@ def deep_linear_teacher(
         kern = jr.normal(k[i], (widths[i], widths[i + 1])) / math.sqrt(widths[i])
         if i == 0:
             u = jr.normal(k[-1], (widths[1], rank))
-            kern = kern @ (u @ jnp.linalg.pinv(u))
+            kern = kern @ (u @ _linalg.pinv(u))
         params[f"Dense_{i}"] = {"kernel": kern}
     model = models.mlp(widths, activation="identity", bias=False)
     x = jr.normal(k[-2], (num_examples, widths[0]))

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from lljax import _linalg
 from lljax import models as models_lib
 
 Activation = str | Callable[[jax.Array], jax.Array]
@@ -631,7 +632,7 @@ def effective_rank(a: jax.Array) -> jax.Array:
     if a.ndim != 2:
         raise ValueError(f"a: expected a (n, d) matrix, got shape {a.shape}")
     a = a - jnp.mean(a, axis=0, keepdims=True)
-    s = jnp.linalg.svd(a, compute_uv=False)
+    s = _linalg.svdvals(a)
     total = jnp.sum(s)
     p = s / jnp.where(total > 0, total, 1.0)
     entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
@@ -864,4 +865,4 @@ def _jacobian_spectrum(apply_fn, params, x, stats):
     jac_fn = jax.jacfwd(f) if in_size <= out_size else jax.jacrev(f)
     with jax.default_matmul_precision("highest"):
         jac = jax.vmap(jac_fn)(x).reshape(x.shape[0], out_size, in_size)
-        return jnp.linalg.svd(jac, compute_uv=False)
+        return _linalg.svdvals(jac)

@@ -55,6 +55,7 @@ import jax.random as jr
 import numpy as np
 from jax import lax
 
+from lljax import _linalg
 from lljax.curvature import Operator, from_matrix
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -657,7 +658,7 @@ def ritz(result: LanczosResult) -> RitzResult:
       True
     """
     T = _tridiagonal(result.alpha, result.beta)
-    theta, S = jnp.linalg.eigh(T)
+    theta, S = _linalg.eigh(T)
     bounds = _ritz_bounds(S, result.beta[-1], result.dropped)
     vectors = None
     if result.basis is not None:
@@ -778,7 +779,7 @@ def eigsh(
     T = _tridiagonal(out.alpha, out.beta)
 
     def check(T, beta_m):
-        theta, S = jnp.linalg.eigh(T)
+        theta, S = _linalg.eigh(T)
         idx = _order(theta, which)
         bounds = jnp.abs(beta_m * S[m - 1, idx])
         floor = 50 * eps * jnp.max(jnp.abs(theta))
@@ -902,7 +903,7 @@ def density(
         _, alpha, beta, dropped = _lanczos_run(
             op.matvec, n, m, kk, v, reorthogonalize, False, dtype
         )
-        theta, S = jnp.linalg.eigh(_tridiagonal(alpha, beta))
+        theta, S = _linalg.eigh(_tridiagonal(alpha, beta))
         return theta, S[0] ** 2, _ritz_bounds(S, beta[-1], dropped)
 
     nodes, weights, bounds = _map_probes(one, (probes, keys), probe_batch_size)
@@ -971,7 +972,7 @@ def trace(
             raise ValueError(f"num_probes: expected >= 4 for hutch++, got {num_probes}")
         k_s, k_g = jr.split(key)
         _, a_s = _rademacher_matvecs(op, k_s, s, batch_size, dtype)
-        q, _ = jnp.linalg.qr(a_s.T)  # (n, s) orthonormal basis of range(A S)
+        q, _ = _linalg.qr(a_s.T)  # (n, s) orthonormal basis of range(A S)
         aq = _map_probes(op.matvec, q.T, batch_size).astype(dtype)  # (s, n)
         low = jnp.sum(jax.vmap(lambda a, b: _dot(a, b, sdt))(q.T, aq))
         gz = jr.rademacher(k_g, (g, op.size), dtype)
@@ -1065,7 +1066,7 @@ def exact_negative_fraction(op, threshold: float | None = None) -> jax.Array:
       0.25
     """
     op = _as_operator(op)
-    lam = jnp.linalg.eigvalsh(op.dense())
+    lam = _linalg.eigvalsh(op.dense())
     if threshold is None:
         threshold = op.size * jnp.finfo(lam.dtype).eps * jnp.max(jnp.abs(lam))
     return jnp.mean((lam < -threshold).astype(lam.dtype))

@@ -36,7 +36,7 @@ import jax.random as jr
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from lljax import critical, curvature, ensemble, losses, models, spectrum
+from lljax import _linalg, critical, curvature, ensemble, losses, models, spectrum
 from lljax import data as data_lib
 from lljax.experiments import Measurement, Result, Verdict, measure, progress, register
 
@@ -234,7 +234,7 @@ def _escape(cp_params, loss_fn, batch, *, key, num_seeds, radius, lr_scale, batc
         # eigenvector: a minibatch of B examples drawn with replacement moves the coordinate
         # along v by eta times noise of std sqrt(v' C v / B).
         hess = curvature.hessian(loss_fn, p, b).dense()
-        lam, vecs = jnp.linalg.eigh(hess)
+        lam, vecs = _linalg.eigh(hess)
         per_ex = jax.vmap(lambda xi, yi: grad(flat, (xi[None], yi[None])))(*b)
         proj = per_ex @ vecs[:, 0]
         return hess, lam, vecs[:, 0], jnp.sqrt(jnp.mean(jnp.square(proj - jnp.mean(proj))))
