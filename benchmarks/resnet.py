@@ -40,9 +40,9 @@ import lljax as ll
 from lljax import spectrum
 
 try:  # run as a script (benchmarks/ on sys.path) or imported from the repository root
-    from spectrum import print_table, timeit
+    from spectrum import compiled_bytes, compiled_flops, mib, print_table, timeit
 except ImportError:  # pragma: no cover
-    from benchmarks.spectrum import print_table, timeit
+    from benchmarks.spectrum import compiled_bytes, compiled_flops, mib, print_table, timeit
 
 
 def make_problem(batch, stem="imagenet", seed=0, dtype=jnp.float32):
@@ -52,31 +52,6 @@ def make_problem(batch, stem="imagenet", seed=0, dtype=jnp.float32):
     x = jax.random.normal(jax.random.fold_in(key, 1), (batch, 32, 32, 3), dtype)
     y = jax.random.randint(jax.random.fold_in(key, 2), (batch,), 0, 10)
     return model, params, (x, y)
-
-
-def compiled_bytes(fn, *args):
-    """Arguments + temporaries + outputs of the compiled ``fn`` (XLA's buffer assignment)."""
-    try:
-        m = fn.lower(*args).compile().memory_analysis()
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        return None
-    if m is None:
-        return None
-    return int(
-        m.argument_size_in_bytes
-        + m.temp_size_in_bytes
-        + m.output_size_in_bytes
-        - m.alias_size_in_bytes
-    )
-
-
-def compiled_flops(fn, *args):
-    try:
-        cost = fn.lower(*args).compile().cost_analysis()
-    except Exception:  # noqa: BLE001
-        return None
-    cost = cost[0] if isinstance(cost, list) else cost
-    return None if not cost or "flops" not in cost else float(cost["flops"])
 
 
 # ----------------------------------------------------------------------------- PyTorch
@@ -329,7 +304,6 @@ def main(argv=None):
     if "accuracy" not in skip:
         rec["accuracy"] = accuracy_section(params)
 
-    mib = lambda b: f"{b / 2**20:.0f} MiB" if b else "n/a"
     rows = [
         ("gradient", f"{rec['grad_s'] * 1e3:.1f} ms", f"compiled {mib(rec['grad_bytes'])}"),
         ("HVP", f"{rec['hvp_s'] * 1e3:.1f} ms", f"compiled {mib(rec['hvp_bytes'])}"),
@@ -387,7 +361,8 @@ def main(argv=None):
             )
     print_table(
         f"lljax ResNet-18 HVP benchmark: batch {args.batch}, {n} params, {args.conv} "
-        f"convolutions, {device} ({backend})", rows
+        f"convolutions, {device} ({backend})",
+        rows,
     )
     print(json.dumps(rec))
     return rec

@@ -71,6 +71,36 @@ def peak_memory():
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
+def compiled_bytes(fn, *args):
+    """Arguments + temporaries + outputs of the compiled ``fn`` (XLA's buffer assignment)."""
+    try:
+        m = fn.lower(*args).compile().memory_analysis()
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        return None
+    if m is None:
+        return None
+    return int(
+        m.argument_size_in_bytes
+        + m.temp_size_in_bytes
+        + m.output_size_in_bytes
+        - m.alias_size_in_bytes
+    )
+
+
+def mib(nbytes):
+    return f"{nbytes / 2**20:.0f} MiB" if nbytes else "n/a"
+
+
+def compiled_flops(fn, *args):
+    """XLA's FLOP count for the compiled ``fn`` (None where the backend gives none)."""
+    try:
+        cost = fn.lower(*args).compile().cost_analysis()
+    except Exception:  # noqa: BLE001
+        return None
+    cost = cost[0] if isinstance(cost, list) else cost
+    return None if not cost or "flops" not in cost else float(cost["flops"])
+
+
 def make_problem(size, seed=0):
     cfg = SIZES[size]
     model = ll.models.mlp(cfg["widths"], activation="tanh", init="lecun")
@@ -294,11 +324,7 @@ def main(argv=None):
     rec["grad_s"] = timeit(grad_fn, flat, batch, reps=args.reps)
     rec["hvp_s"] = timeit(hvp_fn, flat, batch, v, reps=args.reps)
     rec["hvp_over_grad"] = rec["hvp_s"] / rec["grad_s"]
-    try:
-        flops = hvp_fn.lower(flat, batch, v).compile().cost_analysis()
-        flops = (flops[0] if isinstance(flops, list) else flops).get("flops")
-    except Exception:  # noqa: BLE001
-        flops = None
+    flops = compiled_flops(hvp_fn, flat, batch, v)
     mm = 4096 if backend == "gpu" else 1024
     a = jax.random.normal(key, (mm, mm))
     matmul = jax.jit(lambda a: jnp.dot(a, a, precision=HIGHEST))
@@ -320,9 +346,12 @@ def main(argv=None):
         return naive_lanczos(op.matvec, n, m, key)
 
     rec["lanczos_steps"] = m
-    rec["lanczos_step_s"] = timeit(jax.jit(ll_lanczos), flat, batch, reps=1) / m
+    lanczos_fn = jax.jit(ll_lanczos)
+    rec["lanczos_step_s"] = timeit(lanczos_fn, flat, batch, reps=1) / m
     rec["lanczos_step_over_hvp"] = rec["lanczos_step_s"] / rec["hvp_s"]
     rec["basis_bytes"] = (m + 1) * n * 4
+    rec["hvp_bytes"] = compiled_bytes(hvp_fn, flat, batch, v)
+    rec["lanczos_bytes"] = compiled_bytes(lanczos_fn, flat, batch)
     rec["peak_bytes_after_lanczos"] = peak_memory()
     rec["naive_step_s"] = timeit(jax.jit(naive), flat, batch, reps=1) / m
     rec["naive_step_over_hvp"] = rec["naive_step_s"] / rec["hvp_s"]
@@ -449,7 +478,8 @@ def main(argv=None):
         (
             "Lanczos step / HVP (lljax)",
             f"{rec['lanczos_step_over_hvp']:.2f}x",
-            f"{m} steps, basis {rec['basis_bytes'] / 2**20:.0f} MiB",
+            f"{m} steps, basis {mib(rec['basis_bytes'])}; compiled Lanczos "
+            f"{mib(rec['lanczos_bytes'])}, HVP {mib(rec['hvp_bytes'])}",
         ),
         ("Lanczos step / HVP (naive)", f"{rec['naive_step_over_hvp']:.2f}x", ""),
         (
