@@ -69,6 +69,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from lljax import losses as losses_lib
+from lljax import train as train_lib
 
 PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "default", "bfloat16")
 
@@ -624,7 +625,7 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
     else:
         axes = tuple(mesh.axis_names)
         sharded = NamedSharding(mesh, P(axes))
-        xs, ys, ws = jax.device_put((xs, ys, ws), sharded)
+        xs, ys, ws = train_lib._put((xs, ys, ws), sharded)
 
         def local(p, t, xs, ys, ws):
             first = jax.lax.axis_index(axes) * ws.shape[0]

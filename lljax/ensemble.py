@@ -34,8 +34,10 @@ Sharding. ``train(..., shard=True)`` (or ``mesh=`` a ``jax.sharding.Mesh`` with 
 never communicate, so each device runs its slice of the population. Populations that do
 not divide evenly are padded with copies of the last member, which are dropped. On several
 hosts, call ``jax.distributed.initialize()`` first on every process (same script, same
-arguments); ``jax.devices()`` then lists every host's devices, the mesh spans them, and the
-results are gathered to every process (``multihost_utils.process_allgather``).
+arguments); ``jax.devices()`` then lists every host's devices and the mesh spans them. The
+history and :func:`summary` tables come back whole on every process; parameters stay global
+arrays sharded over the hosts (``multihost_utils.process_allgather`` gathers one). Process 0
+writes the checkpoints, to a ``checkpoint_dir`` every process must see.
 
 Examples:
   >>> import jax, jax.numpy as jnp, optax, lljax as ll
@@ -220,7 +222,7 @@ def shard(population, mesh: Mesh | None = None):
 
 
 def _place(tree, mesh: Mesh):
-    return jax.device_put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
+    return train_lib._put(tree, NamedSharding(mesh, P(MEMBER_AXIS)))
 
 
 def _num_members(tree) -> int:
@@ -671,7 +673,7 @@ def train(
         state = _init_states_jit(model, optimizer, None, _pad(ik, m_pad), dk_pad, hp_pad)
     if mesh is not None:
         state = _place(state, mesh)
-        data = jax.device_put(data, NamedSharding(mesh, P()))
+        data = train_lib._put(data, NamedSharding(mesh, P()))
 
     history: dict = {}
     meta = {

@@ -523,6 +523,27 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _put(tree, sharding):
+    """``jax.device_put(tree, sharding)``, also onto a mesh that spans several processes.
+
+    ``device_put`` only reaches this process's devices; a multi-process sharding is filled
+    from each process's host copy instead, so every process must hold the same values (the
+    same script with the same keys and data does).
+    """
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(x):
+        if isinstance(x, jax.core.Tracer):  # under jit: a sharding constraint
+            return jax.device_put(x, sharding)
+        if _is_key(x):
+            return jr.wrap_key_data(one(jr.key_data(x)), impl=jr.key_impl(x))
+        a = _to_host(x)
+        return jax.make_array_from_callback(a.shape, sharding, lambda idx: a[idx])
+
+    return jax.tree.map(one, tree)
+
+
 def fingerprint(tree) -> str:
     """A short SHA-1 of a pytree's structure and values (keys by their data)."""
     h = hashlib.sha1()
@@ -550,7 +571,9 @@ def save_checkpoint(
 
     The leaves go to ``ckpt_<step>.npz``, then ``checkpoint.json`` (format, step, file,
     tree structure, ``meta``) is replaced atomically, so a crash at any point leaves the
-    previous checkpoint readable. Only the newest ``keep`` files are kept.
+    previous checkpoint readable. Only the newest ``keep`` files are kept. With several
+    processes (``jax.distributed``), sharded leaves are gathered, process 0 writes and the
+    others wait for it, so ``directory`` must be a folder every process sees.
 
     Returns:
       the path of the ``.npz`` written.
@@ -587,6 +610,11 @@ def save_checkpoint(
         old = sorted(f for f in os.listdir(directory) if f.startswith("ckpt_") and f != fname)
         for f in old[: max(0, len(old) - (keep - 1))]:
             os.remove(os.path.join(directory, f))
+    if jax.process_count() > 1:
+        # The other processes wait for process 0's write, so a later load finds it.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(f"lljax.save_checkpoint {step}")
     return os.path.join(directory, fname)
 
 
@@ -607,10 +635,25 @@ def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
       ValueError: the checkpoint does not match ``template`` or ``meta``.
     """
     path = os.path.join(directory, MANIFEST)
-    if not os.path.exists(path):
+    manifest = None
+    if os.path.exists(path):
+        with open(path) as f:
+            manifest = json.load(f)
+    if jax.process_count() > 1:
+        # Process 0 alone writes checkpoints: a folder some process cannot see would resume the
+        # processes at different steps, and their shared programs would then deadlock.
+        from jax.experimental import multihost_utils
+
+        mine = np.int64(-1 if manifest is None else manifest.get("step", 0))
+        steps = np.asarray(multihost_utils.process_allgather(mine)).ravel()
+        if np.any(steps != steps[0]):
+            raise ValueError(
+                f"checkpoint_dir: the processes see different checkpoints in {directory!r} "
+                f"(latest step per process, -1 for none: {steps.tolist()}); use a folder "
+                "every process shares"
+            )
+    if manifest is None:
         return None
-    with open(path) as f:
-        manifest = json.load(f)
     if manifest.get("format") != _CHECKPOINT_FORMAT:
         raise ValueError(f"checkpoint_dir: unknown checkpoint format {manifest.get('format')}")
     saved_meta = manifest.get("meta", {})
@@ -642,7 +685,7 @@ def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
                     f"{tuple(ref.shape)} {ref.dtype}"
                 )
             sharding = getattr(leaf, "sharding", None)
-            out.append(jax.device_put(new, sharding) if sharding is not None else new)
+            out.append(_put(new, sharding) if sharding is not None else new)
         history = {k[len("history/") :]: z[k] for k in z.files if k.startswith("history/")}
     return jax.tree.unflatten(treedef, out), history, saved_meta
 
