@@ -516,7 +516,7 @@ def _is_key(x) -> bool:
 
 def _to_host(x) -> np.ndarray:
     """A numpy copy of ``x``; gathers across hosts for a multi-process global array."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:  # pragma: no cover
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
