@@ -261,26 +261,30 @@ def fisher(
     precision: str = "highest",
     **loss_kwargs,
 ) -> Operator:
-    """Monte-Carlo Fisher ``(1/n) Σᵢ (1/S) Σₛ gᵢₛ gᵢₛᵀ`` with model-sampled targets.
+    """Monte-Carlo Fisher ``(1/n) Σᵢ (1/m) Σₜ (1/S) Σₛ gᵢₜₛ gᵢₜₛᵀ`` with model-sampled targets.
 
-    ``gᵢₛ`` is the gradient of the per-example loss at a target ``ỹᵢₛ`` drawn from the
-    model's predictive distribution: categorical ``softmax(f(xᵢ))`` for cross-entropy,
-    ``N(f(xᵢ), I)`` for squared error (``½‖f − y‖²`` is that Gaussian's negative
-    log-likelihood), or ``sample_fn``. Its expectation over the samples is the GGN (exactly,
-    for these two losses). The samples are drawn once from ``key`` (folded with the batch
-    index), so the operator is a fixed symmetric matrix; the true labels are not used.
+    ``gᵢₜₛ`` is the gradient of loss element ``t`` of example ``i`` (one of the ``m``
+    positions a per-example loss of shape ``(n, *positions)`` has, e.g. the tokens of
+    ``(n, T, C)`` sequence logits; ``m = 1`` for a ``(n,)`` loss such as squared error) at a
+    target ``ỹᵢₛ`` drawn from the model's predictive distribution: categorical
+    ``softmax(f(xᵢ))`` for cross-entropy, ``N(f(xᵢ), I)`` for squared error (``½‖f − y‖²`` is
+    that Gaussian's negative log-likelihood), or ``sample_fn``. This per-position Fisher's
+    expectation over the samples is the GGN of the position-averaged loss (exactly, for these
+    two losses); the outer product of the position-averaged gradient would be low by ``m``.
+    The samples are drawn once from ``key`` (folded with the batch index), so the operator is
+    a fixed symmetric matrix; the true labels are not used.
 
     Args:
       loss_fn, params, batch, model, per_example: as in :func:`ggn`.
       key: PRNG key for the sampled targets.
-      num_samples: targets ``S`` per example (cost per ``matvec`` does not grow with it).
+      num_samples: targets ``S`` per example (model passes per ``matvec`` do not grow with it).
       sample_fn: ``sample_fn(key, outputs) -> targets`` for other per-example losses.
       batch_size, mesh, precision: as in :func:`hessian`.
       **loss_kwargs: passed to ``model.apply``. (``key`` here is the sampling key.)
 
     Returns:
       An :class:`Operator` named ``"fisher"``; positive semidefinite with rank at most
-      ``n·S``.
+      ``n·S·m``.
 
     Raises:
       ValueError: if targets cannot be sampled for ``per_example`` and no ``sample_fn`` is
@@ -312,9 +316,19 @@ def fisher(
         fixed = jax.lax.stop_gradient(out)
         keys = jr.split(jr.fold_in(key, index), num_samples)
         targets = jax.vmap(lambda k: sample_fn(k, fixed))(keys)
-        grads = jax.vmap(lambda yt: _output_grad(per_example, fixed, yt))(targets)  # (S, *out)
-        dots = jnp.sum((grads * ju[None]).reshape(num_samples, out.shape[0], -1), axis=-1)
-        cot = jnp.mean(_expand(dots, grads) * grads, axis=0) * _expand(w, out)
+
+        def one_sample(yt):
+            # Σ_t g_t (g_tᵀ ju) over loss elements t (the positions of a sequence loss) as
+            # one jvp and one vjp of the loss in output space, whatever the layout of the loss
+            # axes. Divided by the m elements its expectation is (1/m) Σ_t H_t, the GGN; the
+            # outer product of the position-averaged gradient would give (1/m²) Σ_t H_t.
+            values, lin = jax.linearize(lambda o: per_example(o, yt), fixed)
+            _check_example_losses(values)
+            m = math.prod(values.shape[1:])
+            dots = lin(ju) * (_expand(w, values) / m)
+            return jax.linear_transpose(lin, fixed)(dots)[0]
+
+        cot = jnp.mean(jax.vmap(one_sample)(targets), axis=0)
         return jax.linear_transpose(jvp_fn, p)(cot)[0]
 
     return _dataset_operator(kernel, params, batch, batch_size, mesh, "fisher", precision)
@@ -450,13 +464,17 @@ def blocks(op: Operator, params: Any) -> dict[str, Operator]:
 
 def _example_losses(per_example: Callable, outputs: jax.Array, targets: Any) -> jax.Array:
     """Per-example losses ``(batch,)``, averaging any trailing axes (as the mean loss does)."""
-    values = per_example(outputs, targets)
+    values = _check_example_losses(per_example(outputs, targets))
+    return jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+
+
+def _check_example_losses(values: jax.Array) -> jax.Array:
     if jnp.ndim(values) < 1:
         raise ValueError(
             f"per_example: expected per-example losses with a leading batch axis, got shape "
             f"{jnp.shape(values)}"
         )
-    return jnp.mean(values.reshape(values.shape[0], -1), axis=1)
+    return values
 
 
 def _output_hvp(per_example: Callable, outputs: jax.Array, targets: Any, u: jax.Array):
@@ -471,11 +489,6 @@ def _output_hvp(per_example: Callable, outputs: jax.Array, targets: Any, u: jax.
         return u
     total = lambda o: jnp.sum(_example_losses(per_example, o, targets))
     return jax.jvp(jax.grad(total), (outputs,), (u,))[1]
-
-
-def _output_grad(per_example: Callable, outputs: jax.Array, targets: Any) -> jax.Array:
-    """Gradient of ``Σᵢ ℓᵢ`` with respect to the outputs (rows are per-example)."""
-    return jax.grad(lambda o: jnp.sum(_example_losses(per_example, o, targets)))(outputs)
 
 
 def _sampler(per_example: Callable, sample_fn: Callable | None) -> Callable:

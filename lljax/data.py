@@ -170,15 +170,26 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8
 
     Raises:
       ImportError: if the optional ``mnist1d`` package is missing (``pip install lljax[data]``).
-      ValueError: on a non-positive ``num_samples`` or ``train_split`` outside (0, 1).
+      ValueError: on a non-integer ``seed``, a non-positive ``num_samples``, or a
+        ``train_split`` that leaves the train or the test split empty.
 
     References:
       Greydanus & Kobak, "Scaling down deep learning with MNIST-1D", arXiv:2011.14439.
     """
+    try:
+        seed = operator.index(seed)
+    except TypeError:
+        raise ValueError(f"seed: expected an int, got {seed!r}") from None
     num_samples = _positive_int(num_samples, "num_samples")
     if not 0 < train_split < 1:
         raise ValueError(f"train_split: expected a value in (0, 1), got {train_split}")
-    return _mnist1d_cached(int(seed), num_samples, float(train_split))
+    num_train = int(num_samples * train_split)  # the generator's own split rule
+    if not 0 < num_train < num_samples:
+        raise ValueError(
+            f"train_split: {train_split} of num_samples={num_samples} gives {num_train} train "
+            f"and {num_samples - num_train} test examples; both need at least one"
+        )
+    return _mnist1d_cached(seed, num_samples, float(train_split))
 
 
 @functools.lru_cache(maxsize=4)

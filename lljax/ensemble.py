@@ -479,12 +479,7 @@ _run_population_jit = jax.jit(_run_population, static_argnames=train_lib._RUN_ST
 def _hyperparams(hyperparams, m: int) -> dict:
     out = {}
     for name, v in dict(hyperparams or {}).items():
-        if isinstance(v, jax.Array) and jnp.issubdtype(v.dtype, jax.dtypes.prng_key):
-            arr = v
-        else:
-            arr = jnp.asarray(v)
-            if not (jnp.issubdtype(arr.dtype, jnp.number) or arr.dtype == jnp.bool_):
-                raise ValueError(f"hyperparams[{name!r}]: expected numbers, got {arr.dtype}")
+        arr = train_lib._hyperparam(name, v)
         if arr.ndim == 0:
             arr = jnp.broadcast_to(arr, (m,))
         if arr.shape[0] != m:
@@ -676,25 +671,26 @@ def train(
         data = train_lib._put(data, NamedSharding(mesh, P()))
 
     history: dict = {}
-    meta = {
-        "kind": "ensemble",
-        "num_members": m,
-        "padded_members": m_pad,
-        "batch_size": batch_size,
-        "sampling": sampling,
-        "log_every": log_every,
-        "keys": train_lib.fingerprint((ik, dk)),
-        "hyperparams": train_lib.fingerprint(hp),
-        "init": train_lib.fingerprint(params) if params is not None else "model.init",
-    }
     chunk_size = chunk_size or train_lib.DEFAULT_CHUNK_SIZE
+    start = 0  # known without waiting for the device, unless a checkpoint is loaded
     if checkpoint_dir is not None:
+        meta = {
+            "kind": "ensemble",
+            "num_members": m,
+            "padded_members": m_pad,
+            "batch_size": batch_size,
+            "sampling": sampling,
+            "log_every": log_every,
+            "keys": train_lib.fingerprint((ik, dk)),
+            "hyperparams": train_lib.fingerprint(hp),
+            "init": train_lib.fingerprint(params) if params is not None else "model.init",
+        }
         loaded = train_lib.load_checkpoint(checkpoint_dir, state, meta=meta)
         if loaded is not None:
             state, history, _ = loaded
             history = dict(history)
             history.pop("wall_time", None)
-    start = int(np.max(train_lib._to_host(state.step)))
+            start = int(np.max(train_lib._to_host(state.step)))
     if start > steps:
         raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
 
@@ -745,6 +741,7 @@ def train(
         log_every=log_every,
         on_nonfinite=on_nonfinite,
         progress=train_lib._Progress(steps, start, progress, label=f"ensemble[{m}]"),
+        start=start,
     )
 
     # Drop the padding members.

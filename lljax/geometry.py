@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -93,6 +93,76 @@ def _check_positive(value, name: str, *, allow_zero: bool = False):
             kind = ">= 0" if allow_zero else "> 0"
             raise ValueError(f"{name}: expected a finite number {kind}, got {value!r}")
     return value
+
+
+def _concrete(value) -> float | None:
+    """``float(value)`` for a concrete scalar; None for a tracer (jit/vmap sweeps)."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    return float(value)
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic))
+
+
+class _Static:
+    """A non-array kwarg leaf as static jit data: equal by type and value (by identity when
+    unhashable), so each distinct value gets its own compilation, as a closure would."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def _key(self):
+        try:
+            hash(self.value)
+        except TypeError:
+            return type(self.value), id(self.value)
+        return type(self.value), self.value
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key() == other._key()
+
+
+@jax.tree_util.register_pytree_node_class
+class _LossKwargs(Mapping):
+    """``loss_kwargs`` as one argument of the jitted kernels.
+
+    Array leaves are traced; every other leaf (a string, a Python bool/int/float flag) is
+    kept in the tree structure, i.e. static, so ``loss_fn`` sees it as a concrete Python
+    value, exactly as when :func:`lljax.curvature.hessian` closes over its kwargs.
+    """
+
+    def __init__(self, kwargs):
+        self._kwargs = dict(kwargs)
+
+    def __getitem__(self, name):
+        return self._kwargs[name]
+
+    def __iter__(self):
+        return iter(self._kwargs)
+
+    def __len__(self):
+        return len(self._kwargs)
+
+    def tree_flatten(self):
+        leaves, treedef = jax.tree.flatten(self._kwargs)
+        dynamic = tuple(_is_array(x) for x in leaves)
+        arrays = [x for x, d in zip(leaves, dynamic, strict=True) if d]
+        static = tuple(_Static(x) for x, d in zip(leaves, dynamic, strict=True) if not d)
+        return arrays, (treedef, dynamic, static)
+
+    @classmethod
+    def tree_unflatten(cls, aux, arrays):
+        treedef, dynamic, static = aux
+        arrays, static = iter(arrays), iter(static)
+        leaves = [next(arrays) if d else next(static).value for d in dynamic]
+        return cls(jax.tree.unflatten(treedef, leaves))
 
 
 def _map(fn: Callable, xs: Any, chunk_size: int | None):
@@ -266,7 +336,13 @@ def top_eigenvalue(
       4.0
     """
     return _top_eigenvalue(
-        loss_fn, params, batch, _check_key(key), loss_kwargs, num_steps=num_steps, tol=tol
+        loss_fn,
+        params,
+        batch,
+        _check_key(key),
+        _LossKwargs(loss_kwargs),
+        num_steps=num_steps,
+        tol=tol,
     )
 
 
@@ -303,7 +379,13 @@ def hessian_trace(
         raise ValueError(f"method: expected 'hutchinson' or 'hutch++', got {method!r}")
     num_probes = _check_int(num_probes, "num_probes", low=2)
     return _hessian_trace(
-        loss_fn, params, batch, _check_key(key), loss_kwargs, num_probes=num_probes, method=method
+        loss_fn,
+        params,
+        batch,
+        _check_key(key),
+        _LossKwargs(loss_kwargs),
+        num_probes=num_probes,
+        method=method,
     )
 
 
@@ -322,6 +404,7 @@ def epsilon_sharpness(
     epsilon: float = 1e-3,
     num_steps: int = 20,
     step_size: float = 0.2,
+    num_lanczos_steps: int = 20,
     **loss_kwargs,
 ) -> EpsilonSharpness:
     """Keskar et al.'s ε-sharpness: the worst loss increase in a parameter-scaled box.
@@ -330,20 +413,34 @@ def epsilon_sharpness(
     ``100 · (max_{z ∈ C_ε} L(w + z) − L(w)) / (1 + L(w))`` (the ``×100`` and the
     ``1 + L`` normalisation are the paper's). The maximum is taken over the full parameter
     space (the paper's ``A = I``) by projected sign-gradient ascent (the ℓ∞ steepest-ascent
-    step suited to a box): from a uniform random start in the box (drawn from ``key``),
-    ``z ← clip(z + step_size · b ⊙ sign(∇L(w + z)), −b, b)`` with ``b = ε(|w| + 1)``; the best
-    loss over the iterates is kept. Keskar et al. used L-BFGS-B; both are local ascents, so
-    the result is a lower bound on the true maximum (exact on convex losses, where the
-    maximum sits at a corner that sign ascent reaches).
+    step suited to a box), ``z ← clip(z + step_size · b ⊙ sign(∇L(w + z)), −b, b)`` with
+    ``b = ε(|w| + 1)``, run from two starts: a uniform random point of the box (drawn from
+    ``key``) and a *spectral corner* ``±b ⊙ sign(v)``, ``v`` the top eigenvector (by
+    ``num_lanczos_steps`` Lanczos steps) of the Hessian in box coordinates
+    ``s ↦ L(w + b ⊙ s)`` — the classic rounding for maximising a quadratic over a cube,
+    which sign ascent alone misses when the curvature is correlated (it stalls in any
+    corner where the gradient points outwards). The best loss over all iterates is kept
+    (Keskar et al. used L-BFGS-B from one start).
+
+    Guarantee: maximising even a convex quadratic over a box is NP-hard (it contains
+    MAX-CUT), so no ascent is exact in general; ``max_loss`` is the largest loss actually
+    evaluated, a lower bound on the true maximum. For ``L(w + z) = L(w) + ½ zᵀHz`` with
+    ``H ⪰ 0`` and an exact eigenvector (``num_lanczos_steps ≥`` the number of parameters),
+    the spectral corner scores at least ``½ λ_max(BHB)``, ``B = diag(b)`` (the maximum over
+    the ball inscribed in the box), and it is an optimal corner — the result is exact —
+    when ``H`` is diagonal or there are two parameters.
 
     Args:
       loss_fn: ``loss_fn(params, batch, **loss_kwargs) -> scalar``.
       params: the point ``w``.
       batch: what ``loss_fn`` takes.
-      key: PRNG key for the random start.
+      key: PRNG key for the random start and the Lanczos start vector.
       epsilon: box size (the paper uses 1e-3 and 5e-4).
-      num_steps: ascent steps (static); each costs one gradient.
+      num_steps: ascent steps per start (static); each costs one gradient.
       step_size: step as a fraction of the box half-width ``b``.
+      num_lanczos_steps: Lanczos steps (Hessian-vector products) for the spectral start
+        (static; at least 3, capped at the number of parameters; 0 disables it and keeps
+        the random start alone).
       **loss_kwargs: passed to ``loss_fn``.
 
     Returns:
@@ -351,10 +448,11 @@ def epsilon_sharpness(
 
     Examples:
       >>> import jax, jax.numpy as jnp
-      >>> loss_fn = lambda p, b: 0.5 * jnp.sum(p ** 2)   # max at a corner: ½ · 2 · ε²
+      >>> H = jnp.array([[1.0, -0.9], [-0.9, 1.0]])   # best corner ±(ε, −ε): ½ · 3.8 · ε²
+      >>> loss_fn = lambda p, b: 0.5 * p @ H @ p
       >>> r = epsilon_sharpness(loss_fn, jnp.zeros(2), None, key=jax.random.key(0), epsilon=0.1)
-      >>> round(float(r.value), 4)                       # 100 · 0.01 / (1 + 0)
-      1.0
+      >>> round(float(r.value), 4)                       # 100 · 0.019 / (1 + 0)
+      1.9
 
     References:
       Keskar et al. 2017, "On large-batch training for deep learning: generalization gap
@@ -364,33 +462,59 @@ def epsilon_sharpness(
     _check_positive(epsilon, "epsilon")
     _check_positive(step_size, "step_size")
     num_steps = _check_int(num_steps, "num_steps")
+    num_lanczos_steps = _check_int(num_lanczos_steps, "num_lanczos_steps", low=0)
     return _epsilon_sharpness(
-        loss_fn, params, batch, key, epsilon, step_size, loss_kwargs, num_steps=num_steps
+        loss_fn,
+        params,
+        batch,
+        key,
+        epsilon,
+        step_size,
+        _LossKwargs(loss_kwargs),
+        num_steps=num_steps,
+        num_lanczos_steps=num_lanczos_steps,
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps"))
-def _epsilon_sharpness(loss_fn, params, batch, key, epsilon, step_size, loss_kwargs, *, num_steps):
+@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "num_lanczos_steps"))
+def _epsilon_sharpness(
+    loss_fn, params, batch, key, epsilon, step_size, loss_kwargs, *, num_steps, num_lanczos_steps
+):
     flat, unravel = ravel_pytree(params)
     f = lambda z: loss_fn(unravel(flat + z), batch, **loss_kwargs)
     loss0 = loss_fn(params, batch, **loss_kwargs)
     bound = epsilon * (jnp.abs(flat) + 1)
-    z0 = jr.uniform(key, flat.shape, flat.dtype, -1.0, 1.0) * bound
+    starts = [jr.uniform(key, flat.shape, flat.dtype, -1.0, 1.0) * bound]
+    if num_lanczos_steps > 0:
+        # Top eigenvector of the Hessian of s ↦ L(w + b ⊙ s): one Lanczos run, no restarts
+        # (a start only needs the sign pattern), rounded to a corner; of ±corner (equal to
+        # second order) the one the gradient term favours.
+        H = curvature_lib.hessian(lambda s, _: f(bound * s), jnp.zeros_like(flat), None)
+        m = min(flat.size, max(num_lanczos_steps, 3))
+        r = spectrum_lib.eigsh(
+            H, k=1, which="LA", key=jr.fold_in(key, 1), num_steps=m, max_restarts=0
+        )
+        corner = bound * jnp.where(r.eigenvectors[:, 0] >= 0, 1.0, -1.0).astype(flat.dtype)
+        starts.append(jnp.where(f(corner) >= f(-corner), corner, -corner))
 
-    def step(carry, _):
-        z, best_z, best = carry
-        val, g = jax.value_and_grad(f)(z)
-        better = val > best
-        best_z = jnp.where(better, z, best_z)
-        best = jnp.where(better, val, best)
-        z = jnp.clip(z + step_size * bound * jnp.sign(g), -bound, bound)
-        return (z, best_z, best), None
+    def ascend(z0):
+        def step(carry, _):
+            z, best_z, best = carry
+            val, g = jax.value_and_grad(f)(z)
+            better = val > best
+            best_z = jnp.where(better, z, best_z)
+            best = jnp.where(better, val, best)
+            z = jnp.clip(z + step_size * bound * jnp.sign(g), -bound, bound)
+            return (z, best_z, best), None
 
-    init = (z0, jnp.zeros_like(z0), loss0)  # z = 0 is in the box: the max is >= L(w)
-    (z, best_z, best), _ = lax.scan(step, init, None, length=num_steps)
-    last = f(z)
-    best_z = jnp.where(last > best, z, best_z)
-    best = jnp.maximum(best, last)
+        init = (z0, jnp.zeros_like(z0), loss0)  # z = 0 is in the box: the max is >= L(w)
+        (z, best_z, best), _ = lax.scan(step, init, None, length=num_steps)
+        last = f(z)
+        return jnp.where(last > best, z, best_z), jnp.maximum(best, last)
+
+    best_zs, bests = jax.vmap(ascend)(jnp.stack(starts))
+    i = jnp.argmax(bests)
+    best, best_z = bests[i], best_zs[i]
     value = 100.0 * (best - loss0) / (1.0 + loss0)
     return EpsilonSharpness(value, loss0, best, unravel(best_z))
 
@@ -457,7 +581,7 @@ def expected_sharpness(
         batch,
         key,
         sigma,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         num_samples=num_samples,
         chunk_size=chunk_size,
     )
@@ -530,6 +654,9 @@ def pac_bayes_flatness(
     _check_positive(target_deviation, "target_deviation")
     _check_positive(sigma_min, "sigma_min")
     _check_positive(sigma_max, "sigma_max")
+    lo, hi = _concrete(sigma_min), _concrete(sigma_max)
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f"sigma_max: expected more than sigma_min={lo}, got {hi}")
     num_samples = _check_int(num_samples, "num_samples")
     num_bisections = _check_int(num_bisections, "num_bisections", low=0)
     return _pac_bayes_flatness(
@@ -540,7 +667,7 @@ def pac_bayes_flatness(
         target_deviation,
         sigma_min,
         sigma_max,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         num_samples=num_samples,
         num_bisections=num_bisections,
         chunk_size=chunk_size,
@@ -607,7 +734,8 @@ def log_determinant(
     ``num_steps ≥ size``.
 
     Args:
-      op: an :class:`~lljax.curvature.Operator` (e.g. :func:`lljax.curvature.hessian`).
+      op: an :class:`~lljax.curvature.Operator` (e.g. :func:`lljax.curvature.hessian`) or a
+        dense symmetric ``(n, n)`` array.
       key: PRNG key for the probes.
       damping: ``δ`` (> 0): regularises near-zero and small negative eigenvalues.
       num_probes, num_steps, probe_batch_size: as in :func:`lljax.spectrum.density`.
@@ -627,6 +755,7 @@ def log_determinant(
       Ubaru, Chen & Saad 2017, SIAM J. Matrix Anal. Appl. 38 (SLQ for log det).
     """
     _check_positive(damping, "damping")
+    n = _operator_size(op)
     d = spectrum_lib.density(
         op,
         key=_check_key(key),
@@ -634,7 +763,6 @@ def log_determinant(
         num_steps=num_steps,
         probe_batch_size=probe_batch_size,
     )
-    n = _operator_size(op)
     shifted = d.nodes + damping
     logs = jnp.where(shifted > 0, jnp.log(jnp.where(shifted > 0, shifted, 1.0)), jnp.nan)
     per_probe = n * jnp.sum(d.weights * logs, axis=-1)
@@ -642,9 +770,14 @@ def log_determinant(
 
 
 def _operator_size(op) -> int:
-    if hasattr(op, "size") and isinstance(op.size, (int, np.integer)):
+    # A dense matrix's ``.size`` is n², not the dimension n: check arrays first.
+    if _is_array(op):
+        if op.ndim != 2 or op.shape[0] != op.shape[1]:
+            raise ValueError(f"op: expected a square (n, n) matrix, got shape {op.shape}")
+        return int(op.shape[0])
+    if hasattr(op, "matvec") and isinstance(getattr(op, "size", None), (int, np.integer)):
         return int(op.size)
-    return int(jnp.shape(op)[0])
+    raise ValueError(f"op: expected an Operator (matvec, size, ...) or a square array, got {op!r}")
 
 
 def quadratic_log_volume(log_det, dim: int, epsilon) -> jax.Array:
@@ -729,7 +862,7 @@ def sharpness(
         target_deviation,
         damping,
         volume_epsilon,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         measures=measures,
         num_samples=_check_int(num_samples, "num_samples"),
         num_probes=_check_int(num_probes, "num_probes", low=4),
@@ -918,7 +1051,8 @@ def basin_volume(
     num_scan = _check_int(num_scan, "num_scan")
     num_bisections = _check_int(num_bisections, "num_bisections", low=0)
     num_bootstrap = _check_int(num_bootstrap, "num_bootstrap")
-    if not 0 < confidence < 1:
+    level = _concrete(confidence)  # a traced level (swept under jit/vmap) is not checked
+    if level is not None and not 0 < level < 1:
         raise ValueError(f"confidence: expected a level in (0, 1), got {confidence!r}")
     return _basin_volume(
         loss_fn,
@@ -928,7 +1062,7 @@ def basin_volume(
         epsilon,
         min_radius,
         confidence,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         num_directions=num_directions,
         num_scan=num_scan,
         num_bisections=num_bisections,
@@ -1149,7 +1283,7 @@ def hessian_directions(
     """
     k = _check_int(k, "k")
     return _hessian_directions(
-        loss_fn, params, batch, _check_key(key), loss_kwargs, k=k, which=which
+        loss_fn, params, batch, _check_key(key), _LossKwargs(loss_kwargs), k=k, which=which
     )
 
 
@@ -1229,7 +1363,7 @@ def slice_1d(
         key,
         radius,
         direction,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         num_points=num_points,
         normalization=normalization,
         vectors=vectors,
@@ -1315,7 +1449,7 @@ def slice_2d(
         key,
         radius,
         directions,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         num_points=num_points,
         normalization=normalization,
         vectors=vectors,
@@ -1459,12 +1593,19 @@ def interpolate(
     num_points = _check_int(num_points, "num_points", low=2)
     if jax.tree.structure(params_a) != jax.tree.structure(params_b):
         raise ValueError("params_b: expected the same tree structure as params_a")
+    leaves_a = jax.tree_util.tree_leaves_with_path(params_a)
+    for (path, a), b in zip(leaves_a, jax.tree.leaves(params_b), strict=True):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(
+                f"params_b: leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(b)}, "
+                f"expected {jnp.shape(a)} as in params_a"
+            )
     return _interpolate(
         loss_fn,
         params_a,
         params_b,
         batch,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         num_points=num_points,
         accuracy_fn=accuracy_fn,
         apply_kwargs_fn=apply_kwargs_fn,
@@ -1773,7 +1914,7 @@ def connect(
         key,
         learning_rate,
         init_noise,
-        loss_kwargs,
+        _LossKwargs(loss_kwargs),
         kind=kind,
         num_bends=num_bends,
         steps=steps,

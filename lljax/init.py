@@ -118,7 +118,8 @@ def glorot() -> InitScheme:
 
 def orthogonal(gain: float = 1.0) -> InitScheme:
     """Scaled orthogonal kernels (Saxe et al. 2014, arXiv:1312.6120), zero biases."""
-    return InitScheme("orthogonal", _orthogonal(gain), _zeros, sigma_w2=None)
+    name = "orthogonal" if gain == 1 else f"orthogonal({gain:g})"
+    return InitScheme(name, _orthogonal(gain), _zeros, sigma_w2=None)
 
 
 def gaussian(sigma_w2: float, sigma_b2: float = 0.0) -> InitScheme:
@@ -169,6 +170,7 @@ _NAMED: dict[str, Callable[[], InitScheme]] = {
 }
 
 NAMES = tuple(_NAMED) + ("gaussian", "lsuv")
+_WRAPPERS = ("depth_scaled", "fixup", "zero_branch")
 
 _CALL = re.compile(r"^\s*(\w+)\s*\((.*)\)\s*$")
 
@@ -178,7 +180,7 @@ def get(scheme: str | InitScheme) -> InitScheme:
 
     Besides the plain names, the names schemes record round-trip: ``"gaussian(1.5,0.05)"``,
     ``"orthogonal(2)"`` (gain), ``"fixup(lecun)"``, ``"depth_scaled(he)"``,
-    ``"zero_branch(glorot)"``.
+    ``"zero_branch(glorot)"``, nested: ``"fixup(gaussian(1.5,0.05))"``.
 
     Raises:
       ValueError: for an unknown name, listing the known ones.
@@ -199,13 +201,15 @@ def get(scheme: str | InitScheme) -> InitScheme:
         return _NAMED[scheme]()
     match = _CALL.match(scheme) if isinstance(scheme, str) else None
     if match is not None:
-        fn, args = match.group(1), [a.strip() for a in match.group(2).split(",") if a.strip()]
+        fn, inner = match.group(1), match.group(2).strip()
+        # A wrapper's argument is itself a name, commas included: "fixup(gaussian(1.5,0.05))".
+        args = [inner] if fn in _WRAPPERS else [a.strip() for a in inner.split(",") if a.strip()]
         try:
             if fn == "gaussian" and len(args) in (1, 2):
                 return gaussian(*(float(a) for a in args))
             if fn == "orthogonal" and len(args) == 1:
                 return orthogonal(float(args[0]))
-            if fn in ("depth_scaled", "fixup", "zero_branch") and len(args) == 1:
+            if fn in _WRAPPERS and inner:
                 return _NAMED[fn](args[0])
         except ValueError as e:
             raise ValueError(f"init: cannot parse {scheme!r}: {e}") from None

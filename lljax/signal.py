@@ -160,6 +160,8 @@ _Q_EXPONENTS = np.arange(-60, 41)
 # Bracket for the critical σ_w²: 2^k, k = -10..20.
 _SW_EXPONENTS = np.arange(-10, 21)
 _BISECTION_STEPS = 64
+# Quadrature sums are accurate to a few ulps: ratios this close to 1 count as exactly 1.
+_ROUNDING_ULPS = 16
 
 
 def _bisect(g: Callable, lo, hi, num_steps: int = _BISECTION_STEPS):
@@ -191,11 +193,11 @@ def _implicit(g: Callable, root: jax.Array) -> jax.Array:
     return root + jnp.where(ok, t - jax.lax.stop_gradient(t), jnp.zeros_like(t))
 
 
-def _bracket(g: Callable, exponents: np.ndarray, dtype):
-    """The first grid point 2^k with g ≤ 0 (and its predecessor, or 0), or +inf if none."""
+def _bracket(g: Callable, exponents: np.ndarray, dtype, tol: float = 0.0):
+    """The first grid point 2^k with g ≤ −tol (and its predecessor, or 0), or +inf if none."""
     grid = jnp.asarray(2.0 ** exponents.astype(np.float64), dtype)
     vals = jax.vmap(g)(grid)
-    below = ~(vals > 0)  # NaN counts as "below" so divergence does not hide a root
+    below = ~(vals > -tol)  # NaN counts as "below" so divergence does not hide a root
     found = jnp.any(below)
     k = jnp.argmax(below)
     hi = grid[k]
@@ -253,7 +255,11 @@ def _q_star(act, sigma_w2, sigma_b2):
         e = _gaussian_expectation(lambda u: jnp.square(act(u)), q, dtype)
         return sigma_w2 * (e / q) + sigma_b2 / q - 1.0
 
-    lo, hi, found = _bracket(g, _Q_EXPONENTS, dtype)
+    # A crossing must clear the quadrature's rounding: where V(q)/q is within rounding of 1
+    # for all large q (ReLU at σ_w² = 2, the identity at σ_w² = 1) the sign of g is noise,
+    # and a "root" at q ~ σ_b²/eps would be spurious: there is no resolvable fixed point.
+    tol = _ROUNDING_ULPS * float(jnp.finfo(dtype).eps)
+    lo, hi, found = _bracket(g, _Q_EXPONENTS, dtype, tol)
     q = jnp.where(found, _bisect(g, lo, hi), jnp.inf)
     return _implicit(lambda qq: _length_map(act, sigma_w2, sigma_b2, qq) - qq, q)
 
@@ -265,9 +271,11 @@ def q_star(activation: Activation, sigma_w2, sigma_b2) -> jax.Array:
     ``length_map(q) − q`` crosses from positive to non-positive. It is ``0`` (up to ~1e-18)
     when ``q = 0`` is stable (e.g. odd activations with ``σ_b² = 0`` in the ordered phase),
     and ``+inf`` when the length map has no fixed point below ``2^40`` (e.g. ReLU with
-    ``σ_w² > 2``, where the variance grows geometrically). Where every ``q`` is fixed (ReLU
-    at ``σ_w² = 2, σ_b² = 0``) the returned value is arbitrary; the c-map and χ₁ of a
-    positively homogeneous activation do not depend on it.
+    ``σ_w² > 2``, where the variance grows geometrically). A crossing must clear the
+    quadrature's rounding (16 eps in ``V(q)/q``), so on the critical line of ReLU
+    (``σ_w² = 2``, where ``V(q) = q + σ_b²``, and where every ``q`` is fixed if ``σ_b² = 0``)
+    the result is ``+inf`` too. The other functions read ``q* = inf`` as the ``q → ∞``
+    limit of their maps (see :func:`mean_field`).
 
     Found by a bracket search over powers of two and 64 bisection steps, so it jits and
     vmaps over ``sigma_w2`` and ``sigma_b2``.
@@ -293,8 +301,16 @@ def q_star(activation: Activation, sigma_w2, sigma_b2) -> jax.Array:
     return _q_star(_resolve(activation), sigma_w2, sigma_b2)
 
 
+def _cap_q(q, dtype):
+    # q* = inf (the length diverges) means the q → ∞ limit of the maps; it is reached, to
+    # the dtype's precision, at this q, still small enough that φ(√q z)² cannot overflow
+    # for the unbounded (asymptotically linear) activations that make q* infinite.
+    return jnp.minimum(q, jnp.asarray(float(jnp.finfo(dtype).max) ** 0.25, dtype))
+
+
 def _floor_q(q, dtype):
     # At q* = 0 the c-map is 0/0; its limit is the linearised map, reached at any tiny q.
+    q = _cap_q(q, dtype)
     return jnp.maximum(q, jnp.asarray(float(jnp.finfo(dtype).tiny) ** 0.3, dtype))
 
 
@@ -338,7 +354,10 @@ def correlation_map(
 
     ``(u₁, u₂)`` is centred Gaussian with variances ``q`` and correlation ``c``. The
     denominator is computed by the same quadrature (equal to ``q*`` at the fixed point) so
-    that ``c = 1`` is mapped to 1 to rounding.
+    that ``c = 1`` is mapped to 1 to rounding. ``q = inf`` (the default where ``q* = inf``,
+    e.g. ReLU with ``σ_w² ≥ 2``) gives the ``q → ∞`` limit, where ``σ_b²`` no longer
+    matters: for ReLU the arc-cosine kernel ``(√(1 − c²) + (π − arccos c) c) / π``, which
+    is also its c-map at every ``q`` when ``σ_b² = 0`` (positive homogeneity).
 
     Args:
       activation: a name from :data:`lljax.models.ACTIVATIONS` or an elementwise callable.
@@ -346,7 +365,8 @@ def correlation_map(
       sigma_b2: bias variance.
       c: starting correlation(s) in ``[-1, 1]``, any shape.
       num_iters: how many layers to apply the map (static).
-      q: the pre-activation second moment to use; default ``q*`` (:func:`q_star`).
+      q: the pre-activation second moment to use; default ``q*`` (:func:`q_star`);
+        ``inf`` means the ``q → ∞`` limit.
       trajectory: if True return all iterates ``(num_iters, *c.shape)`` (layers 1..L);
         otherwise only the last, shaped like ``c``.
 
@@ -376,7 +396,7 @@ def correlation_map(
 @functools.partial(jax.jit, static_argnums=0)
 def _chi1(act, sigma_w2, sigma_b2):
     dtype = _dtype(sigma_w2, sigma_b2)
-    q = _q_star(act, sigma_w2, sigma_b2)
+    q = _cap_q(_q_star(act, sigma_w2, sigma_b2), dtype)
     dact = _derivative(act)
     return sigma_w2 * _gaussian_expectation(lambda u: jnp.square(dact(u)), q, dtype)
 
@@ -413,13 +433,14 @@ class MeanField(NamedTuple):
     """Mean-field summary at ``(σ_w², σ_b²)``; every field is a scalar array.
 
     Attributes:
-      q_star: fixed point of the length map.
-      c_star: stable fixed point of the c-map (1 in the ordered phase).
-      chi1: slope of the c-map at c = 1.
-      chi_c: slope of the c-map at ``c_star``.
+      q_star: fixed point of the length map (inf where the length diverges).
+      c_star: stable fixed point of the c-map (1 in the ordered phase, and where
+        ``q_star`` is inf).
+      chi1: slope of the c-map at c = 1, ``σ_w² E[φ'²]``.
+      chi_c: slope of the c-map at ``c_star``, ``σ_w² E[φ'(u₁)φ'(u₂)]``.
       chi_q: slope of the length map at ``q_star``.
-      xi_c: correlation depth scale ``−1/log χ_c`` (inf at criticality).
-      xi_q: length depth scale ``−1/log χ_q``.
+      xi_c: correlation depth scale ``−1/log χ_c`` (inf at criticality and beyond).
+      xi_q: length depth scale ``−1/log χ_q`` (inf at criticality and beyond).
     """
 
     q_star: jax.Array
@@ -437,22 +458,28 @@ def _mean_field(act, sigma_w2, sigma_b2):
     sigma_w2 = jnp.asarray(sigma_w2, dtype)
     sigma_b2 = jnp.asarray(sigma_b2, dtype)
     q = _q_star(act, sigma_w2, sigma_b2)
+    qe = _cap_q(q, dtype)  # q* = inf: the q → ∞ limit
     qf = _floor_q(q, dtype)
     dact = _derivative(act)
     ddact = _derivative(dact)
-    chi_1 = sigma_w2 * _gaussian_expectation(lambda u: jnp.square(dact(u)), q, dtype)
+    chi_1 = sigma_w2 * _gaussian_expectation(lambda u: jnp.square(dact(u)), qe, dtype)
     # dV/dq at q* by Stein's lemma: σ_w² E[φ'² + φ φ''] (finite at q = 0, unlike d√q/dq).
     chi_q = sigma_w2 * _gaussian_expectation(
-        lambda u: jnp.square(dact(u)) + act(u) * ddact(u), q, dtype
+        lambda u: jnp.square(dact(u)) + act(u) * ddact(u), qe, dtype
     )
 
     def g(c):
         return _cmap_once(act, sigma_w2, sigma_b2, qf, c, dtype) - c
 
     # c = 1 is stable iff χ₁ ≤ 1 (order). In chaos, cmap(c) − c ≥ 0 at c = -1 and < 0 just
-    # below 1, so bisection finds the stable fixed point c* < 1 in between.
+    # below 1, so bisection finds the stable fixed point c* < 1 in between. With q* = inf
+    # the length diverges instead (φ grows linearly: ReLU-like, σ_w² beyond the critical
+    # line): the q → ∞ c-map of such φ has slope 1 at c = 1 and lies on or above the
+    # diagonal (for ReLU the arc-cosine kernel), so correlations still converge to c* = 1,
+    # sub-exponentially; χ₁ > 1 there measures the growth of lengths, not decorrelation.
     chaotic_c = _bisect(g, jnp.asarray(-1.0, dtype), jnp.asarray(1.0, dtype))
-    c_star = jnp.where(chi_1 > 1, chaotic_c, jnp.ones((), dtype))
+    chaotic = (chi_1 > 1) & jnp.isfinite(q)
+    c_star = jnp.where(chaotic, chaotic_c, jnp.ones((), dtype))
     u1, u2, w = _pair_nodes(qf, c_star, dtype)
     chi_c = sigma_w2 * jnp.sum(w * dact(u1) * dact(u2))
     return MeanField(
@@ -468,16 +495,28 @@ def _mean_field(act, sigma_w2, sigma_b2):
 
 def _depth(chi):
     """``−1 / log χ``; at a stable fixed point χ ≤ 1, so χ ≥ 1 (criticality, or χ rounded just
-    above 1 there) is an infinite depth scale, never a huge negative one."""
+    above 1 there) is an infinite depth scale, never a huge negative one. χ within the
+    quadrature's rounding below 1 is criticality too, not a depth scale of ~1/eps layers."""
     inf = jnp.full_like(chi, jnp.inf)
-    return jnp.where(chi < 1, -1.0 / jnp.log(jnp.minimum(chi, 1 - jnp.finfo(chi.dtype).eps)), inf)
+    below = 1 - _ROUNDING_ULPS * jnp.finfo(chi.dtype).eps
+    return jnp.where(chi < below, -1.0 / jnp.log(jnp.minimum(chi, below)), inf)
 
 
 def mean_field(activation: Activation, sigma_w2, sigma_b2) -> MeanField:
     """All mean-field quantities at ``(σ_w², σ_b²)``: q*, c*, χ₁, χ_c, χ_q, ξ_c, ξ_q.
 
     ``c*`` is found by bisection of ``cmap(c) − c`` on ``[-1, 1]``; ``χ_c`` is the c-map's
-    slope there, ``σ_w² E[φ'(u₁)φ'(u₂)]``, which equals χ₁ in the ordered phase.
+    slope there, ``σ_w² E[φ'(u₁)φ'(u₂)]``, which equals χ₁ in the ordered phase. A χ within
+    16 eps of 1 counts as critical (its ξ is inf, not ~1/eps layers of rounding).
+
+    Where ``q* = inf`` (activations growing linearly, e.g. ReLU, GELU, softplus, beyond
+    their critical line) every quantity is the ``q → ∞`` limit of its formula: the lengths
+    grow geometrically, ``c* = 1`` (the limiting c-map has slope 1 at ``c = 1`` and lies on
+    or above the diagonal, so correlations converge, but sub-exponentially) and
+    ``ξ_c = ξ_q = inf``; χ₁ and χ_c remain the per-layer growth of gradient second moments.
+    For ReLU, in every regime: ``c* = 1`` and ``χ₁ = χ_c = χ_q = σ_w²/2``; for ``σ_w² < 2``,
+    ``q* = σ_b² / (1 − σ_w²/2)`` (0 when ``σ_b² = 0``) and
+    ``ξ_c = ξ_q = −1/log(σ_w²/2)``; for ``σ_w² ≥ 2``, ``q* = ξ_c = ξ_q = inf``.
 
     Args:
       activation: a name from :data:`lljax.models.ACTIVATIONS` or an elementwise callable.
@@ -492,6 +531,9 @@ def mean_field(activation: Activation, sigma_w2, sigma_b2) -> MeanField:
       >>> mf = ll.signal.mean_field("tanh", 4.0, 0.0)  # chaotic: inputs decorrelate
       >>> float(mf.c_star) < 0.01, float(mf.chi1) > 1
       (True, True)
+      >>> mf = ll.signal.mean_field("relu", 2.5, 0.0)  # lengths explode, c → 1
+      >>> float(mf.q_star), float(mf.c_star), round(float(mf.chi_c), 4), float(mf.xi_c)
+      (inf, 1.0, 1.25, inf)
 
     References:
       Schoenholz et al. 2017, arXiv:1611.01232, eqs. (5)–(9).
@@ -739,8 +781,8 @@ def propagation(
       model: an lljax :class:`~lljax.models.Model` with a flax ``module``.
       params: its params (one member; ``jax.vmap`` over a population).
       x: a batch ``(batch, *input_shape)``.
-      pairs: optional int array ``(pairs, 2)`` of example indices whose cosine is reported
-        individually; default: the mean over all pairs.
+      pairs: optional int array ``(pairs, 2)`` of example indices in ``[0, batch)`` whose
+        cosine is reported individually; default: the mean over all pairs.
       cotangent: output cotangent ``(batch, *output_shape)``; default standard normal from
         ``key``, or ones if ``key`` is None.
       key: PRNG key for the random cotangent.
@@ -754,7 +796,7 @@ def propagation(
 
     Raises:
       ValueError: if ``model`` has no flax module, ``x`` has no batch axis, or ``pairs``
-        is malformed.
+        is malformed or (when concrete) out of range.
 
     Examples:
       >>> import jax, lljax as ll
@@ -781,6 +823,14 @@ def propagation(
         pairs = jnp.asarray(pairs)
         if pairs.ndim != 2 or pairs.shape[1] != 2 or not jnp.issubdtype(pairs.dtype, jnp.integer):
             raise ValueError(f"pairs: expected an int array (pairs, 2), got {pairs!r}")
+        # Gathers clamp out-of-range indices silently; check them while they are concrete.
+        if not isinstance(pairs, jax.core.Tracer) and pairs.size:
+            low, high = int(jnp.min(pairs)), int(jnp.max(pairs))
+            if low < 0 or high >= x.shape[0]:
+                raise ValueError(
+                    f"pairs: expected example indices in [0, {x.shape[0]}) (the batch), "
+                    f"got indices from {low} to {high}"
+                )
 
     names: list[str] = []
     out_shape = jax.eval_shape(

@@ -244,6 +244,8 @@ class DensityResult(NamedTuple):
             raise ValueError("sigma/preset: give exactly one of sigma (eigenvalue units) or preset")
         if preset is not None:
             sigma = self.sigma(preset)
+        elif not isinstance(sigma, jax.core.Tracer) and not np.all(np.asarray(sigma) > 0):
+            raise ValueError(f"sigma: expected a kernel width > 0 (eigenvalue units), got {sigma}")
         sigma = jnp.asarray(sigma, self.nodes.dtype)
         if grid is None:
             if preset is not None:
@@ -563,6 +565,15 @@ def _lanczos_run(matvec, size, num_steps, key, v0, reorthogonalize, store, dtype
     return _lanczos_local(matvec, q0, num_steps, k_restart, sdt, store)
 
 
+def _check_key(key) -> jax.Array:
+    """A typed PRNG key (raw ``uint32[2]`` keys are wrapped), or a ValueError naming ``key``."""
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key
+    if getattr(key, "dtype", None) == jnp.uint32 and jnp.shape(key)[-1:] == (2,):
+        return jr.wrap_key_data(key)
+    raise ValueError(f"key: expected a PRNG key (jax.random.key(seed)), got {key!r}")
+
+
 def lanczos(
     matvec: Callable[[jax.Array], jax.Array] | Operator,
     size: int | None = None,
@@ -618,8 +629,7 @@ def lanczos(
     if size is None or int(size) < 1:
         raise ValueError(f"size: expected a positive integer, got {size!r}")
     size = int(size)
-    if key is None:
-        raise ValueError("key: a PRNG key is required (jax.random.key(...))")
+    key = _check_key(key)
     if not 1 <= int(num_steps) <= size:
         raise ValueError(f"num_steps: expected 1 <= num_steps <= size={size}, got {num_steps}")
     num_steps = int(num_steps)
@@ -737,8 +747,16 @@ def eigsh(
       An :class:`EigshResult`. Precision: vectors in the operator's dtype, Krylov scalars
       and the projected eigenproblem in float64 when enabled.
 
+    Repeated eigenvalues: a Krylov space from one start vector holds one copy of each
+    eigenvalue; further copies enter only through rounding and restarts. With a wanted
+    eigenvalue of multiplicity above two, ``eigsh`` can return the next distinct value in
+    its place with a small residual (measured: ``[5, 5, 4]`` for a spectrum ``5, 5, 5, 4,
+    …``). ``converged`` certifies each returned pair as an eigenpair, not that none was
+    skipped; for operators with exact symmetries, deflate the found vectors and call again
+    with another ``v0``, or check a small case against :meth:`Operator.dense`.
+
     Raises:
-      ValueError: bad ``k``/``which``/``num_steps``, or a basis too large for memory.
+      ValueError: bad ``k``/``which``/``num_steps``/``key``, or a basis too large for memory.
 
     Examples:
       >>> import jax, jax.numpy as jnp, lljax as ll
@@ -751,6 +769,7 @@ def eigsh(
       Wu & Simon, SIAM J. Matrix Anal. Appl. 22 (2000); Stathopoulos, Saad & Wu (1998).
     """
     op = _as_operator(op)
+    key = _check_key(key)
     n = op.size
     if which not in _WHICH:
         raise ValueError(f"which: expected one of {_WHICH}, got {which!r}")
@@ -883,6 +902,7 @@ def density(
       Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38 (2017); arXiv:1901.10159.
     """
     op = _as_operator(op)
+    key = _check_key(key)
     n = op.size
     if num_probes < 1:
         raise ValueError(f"num_probes: expected >= 1, got {num_probes}")
@@ -957,6 +977,7 @@ def trace(
       Hutchinson (1990); Meyer, Musco, Musco & Woodruff, arXiv:2010.09649.
     """
     op = _as_operator(op)
+    key = _check_key(key)
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     if method == "hutchinson":
@@ -1010,6 +1031,7 @@ def diagonal(
       Bekas, Kokiopoulou & Saad, Appl. Numer. Math. 57 (2007).
     """
     op = _as_operator(op)
+    key = _check_key(key)
     if num_probes < 2:
         raise ValueError(f"num_probes: expected >= 2 for an error bar, got {num_probes}")
     z, az = _rademacher_matvecs(op, key, num_probes, batch_size, jnp.dtype(op.dtype))
@@ -1023,7 +1045,7 @@ def negative_fraction(
     key: jax.Array,
     num_probes: int = 16,
     num_steps: int = 90,
-    threshold: float = 0.0,
+    threshold: float | jax.Array | None = None,
     reorthogonalize: bool = True,
     probe_batch_size: int | None = None,
 ) -> Estimate:
@@ -1033,13 +1055,25 @@ def negative_fraction(
     their mean and the error bar their standard error (probe variance only: quadrature
     bias is small once ``num_steps`` resolves the spectrum near the threshold).
 
+    ``threshold=None`` (default) is relative, like :func:`exact_negative_fraction`'s:
+    ``min(size · eps, sqrt(eps)) · max|θ|`` with ``max|θ|`` the largest Ritz value magnitude
+    over all probes (≈ ``max|λ|``) and ``eps`` that of the operator's dtype. A zero
+    eigenvalue (a symmetry, a rank-deficient GGN) gives a Ritz node at rounding level, a few
+    ``eps · max|λ|`` of either sign in float32 and float64, which with ``threshold=0`` counts
+    as negative on about half the probes. The cap ``sqrt(eps)`` keeps the band far below the
+    eigenvalues of large models. Operators with reduced matmul precision (``"bfloat16"``,
+    ``"tensorfloat32"``) round at a coarser level: pass an explicit ``threshold`` for them.
+    ``threshold=0.0`` counts every node below zero.
+
     Examples:
       >>> import jax, jax.numpy as jnp, lljax as ll
-      >>> op = ll.curvature.from_matrix(jnp.diag(jnp.array([-2.0, 1.0, 3.0, 4.0])))
+      >>> op = ll.curvature.from_matrix(jnp.diag(jnp.array([-2.0, 0.0, 0.0, 1.0, 3.0, 4.0])))
       >>> f = ll.spectrum.negative_fraction(op, key=jax.random.key(0), num_probes=64)
-      >>> bool(abs(f.value - 0.25) < 4 * f.stderr + 1e-6)
+      >>> bool(abs(f.value - 1 / 6) < 4 * f.stderr + 1e-6)
       True
     """
+    op = _as_operator(op)
+    key = _check_key(key)
     d = density(
         op,
         key=key,
@@ -1048,6 +1082,9 @@ def negative_fraction(
         reorthogonalize=reorthogonalize,
         probe_batch_size=probe_batch_size,
     )
+    if threshold is None:
+        eps = float(jnp.finfo(op.dtype).eps)
+        threshold = min(op.size * eps, math.sqrt(eps)) * jnp.max(jnp.abs(d.nodes))
     per_probe = jnp.sum(jnp.where(d.nodes < -threshold, d.weights, 0.0), axis=1)
     err = _stderr(per_probe) if num_probes > 1 else jnp.zeros(())
     return Estimate(jnp.mean(per_probe), err)
@@ -1095,6 +1132,7 @@ def power_iteration(
       10.0
     """
     op = _as_operator(op)
+    key = _check_key(key)
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     v = _start_vector(key, op.size, dtype, v0, sdt)

@@ -10,8 +10,11 @@ so a single run and a population run are the same program.
 and data are arguments, never closed-over constants), calls it repeatedly, evaluates
 between chunks, prints a progress line, stops with :class:`NonFiniteLossError` on the first
 non-finite loss, and checkpoints to a folder (``.npz`` + JSON manifest, written atomically)
-from which it resumes automatically; a resumed run ends bit-identical to an uninterrupted
-one with the same ``chunk_size``.
+from which it resumes automatically; a run interrupted and resumed with the same settings
+ends bit-identical to an uninterrupted one (params, optimizer state and history). Resuming a
+finished run with a larger ``steps`` continues it with the same params as a longer run from
+scratch, but its history keeps what the shorter run recorded: a loss window of ``log_every`` steps
+cut short at the old end, and the evaluation at the old final step.
 
 Minibatches (``sampling``):
   ``"epoch"`` (default) shuffled epochs without replacement, the last incomplete batch of
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -131,7 +135,16 @@ def make_optimizer(optimizer, hyperparams: Mapping[str, Any] | None = None):
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
     if callable(optimizer):
-        return optimizer(**dict(hyperparams or {}))
+        hp = dict(hyperparams or {})
+        try:
+            inspect.signature(optimizer).bind(**hp)
+        except TypeError as e:
+            raise ValueError(
+                f"hyperparams: {sorted(hp)} do not fit the optimizer factory's arguments: {e}"
+            ) from None
+        except ValueError:  # no signature to check (some builtins); let the call decide
+            pass
+        return optimizer(**hp)
     raise ValueError(
         "optimizer: expected an optax.GradientTransformation or a factory returning one, "
         f"got {type(optimizer).__name__}"
@@ -152,9 +165,11 @@ def init_state(
         (top-level ``opt_state.hyperparams``), so they can differ between members.
 
     Raises:
-      ValueError: a hyperparameter the injected state does not have.
+      ValueError: a hyperparameter that is not a number, that the factory does not take,
+        that the injected state does not have, or that it recomputes from a schedule every
+        step (a value written there would be ignored).
     """
-    hyperparams = {k: jnp.asarray(v) for k, v in dict(hyperparams or {}).items()}
+    hyperparams = {k: _hyperparam(k, v) for k, v in dict(hyperparams or {}).items()}
     opt = make_optimizer(optimizer, hyperparams)
     opt_state = opt.init(params)
     if hyperparams and isinstance(optimizer, optax.GradientTransformation):
@@ -166,11 +181,32 @@ def init_state(
                 "wrap it with optax.inject_hyperparams or pass a factory "
                 "(e.g. lambda lr: optax.sgd(lr))"
             )
+        scheduled = [k for k in hyperparams if k in getattr(opt_state, "hyperparams_states", {})]
+        if scheduled:
+            raise ValueError(
+                f"hyperparams: {scheduled} are schedules of the injected optimizer, which "
+                "recomputes them every step, so per-member values would be ignored; pass a "
+                "factory instead (e.g. lambda lr: optax.sgd(optax.cosine_decay_schedule(lr, "
+                "1000)))"
+            )
         new = dict(injected)
         for k, v in hyperparams.items():
             new[k] = jnp.asarray(v, jnp.asarray(injected[k]).dtype)
         opt_state = opt_state._replace(hyperparams=new)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), as_key(key), hyperparams)
+
+
+def _hyperparam(name: str, value) -> jax.Array:
+    """``value`` as an array of numbers (or PRNG keys), or a ValueError naming it."""
+    if isinstance(value, jax.Array) and jnp.issubdtype(value.dtype, jax.dtypes.prng_key):
+        return value
+    try:
+        arr = value if isinstance(value, jax.Array) else np.asarray(value)
+    except (TypeError, ValueError):
+        arr = None
+    if arr is None or arr.dtype.kind not in "biufc":  # bool, integers, floats, complex
+        raise ValueError(f"hyperparams[{name!r}]: expected numbers, got {value!r}")
+    return jnp.asarray(arr)
 
 
 def _mix(x: jax.Array, k: jax.Array) -> jax.Array:
@@ -220,7 +256,18 @@ def batch_indices(
 
     See the module docstring for the ``sampling`` modes. A full batch is always
     ``arange(num_examples)`` (plain gradient descent).
+
+    Raises:
+      ValueError: if ``batch_size`` is not in ``1..num_examples`` (any size ≥ 1 with
+        ``sampling="replacement"``).
     """
+    _check_int(num_examples, "num_examples")
+    _check_int(batch_size, "batch_size")
+    if batch_size > num_examples and sampling != "replacement":
+        raise ValueError(
+            f"batch_size: expected at most num_examples={num_examples} for "
+            f"sampling={sampling!r} (without replacement), got {batch_size}"
+        )
     if batch_size == num_examples:
         return jnp.arange(num_examples)
     if sampling == "epoch":
@@ -368,6 +415,7 @@ def evaluate(
     """
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    _check_int(batch_size, "batch_size", optional=True)
     x, y = data.train if split == "train" else data.test
     n = x.shape[0]
     if batch_size is None or batch_size >= n:
@@ -741,13 +789,14 @@ def _drive(
     log_every: int,
     on_nonfinite: str,
     progress: _Progress,
+    start: int,
 ):
     """Runs the chunks; shared by :func:`fit` and :func:`lljax.ensemble.train`.
 
     ``run_chunk(state, n) -> (state, out)`` with ``out`` from :func:`run` (leading member
-    axis for populations); ``evaluate_fn(params) -> dict`` of host arrays.
+    axis for populations); ``evaluate_fn(params) -> dict`` of host arrays; ``start`` the
+    step ``state`` is at.
     """
-    start = int(np.max(_to_host(state.step)))
     done = history.get("eval_step")
     if evaluate_fn is not None and start in eval_points and (done is None or done[-1] != start):
         _append(history, {"eval_step": np.array([start])})
@@ -757,7 +806,7 @@ def _drive(
         n = end - cur
         state, out = run_chunk(state, n)
         out = jax.tree.map(_to_host, out)
-        bad_step, bad_members = _first_nonfinite(out, end)
+        bad_step, bad_members, member_steps = _first_nonfinite(out, end)
         if bad_step is not None:
             where = f" in members {bad_members}" if bad_members is not None else ""
             what = "parameters" if bad_step == end else "training loss"
@@ -770,7 +819,7 @@ def _drive(
                     members=bad_members,
                 )
             diverged = history.get("diverged_step")
-            new = np.where(out["nonfinite_step"] >= 0, out["nonfinite_step"], -1)
+            new = member_steps  # a member whose last update broke its params counts at `end`
             if diverged is not None:
                 new = np.where(diverged >= 0, diverged, new)
             history["diverged_step"] = new
@@ -790,15 +839,16 @@ def _drive(
 
 
 def _first_nonfinite(out, end: int):
-    """``(step, members)`` of the first non-finite loss/params in a chunk, or ``(None, None)``."""
+    """``(step, members, steps)``: the first non-finite loss/params in a chunk (``None`` if
+    none), the members concerned and each member's first such step (-1 if none)."""
     ns = np.asarray(out["nonfinite_step"])
     bad_params = ~np.asarray(out["params_finite"]) & (ns < 0)
     steps = np.where(ns >= 0, ns, np.where(bad_params, end, -1))
     if not np.any(steps >= 0):
-        return None, None
+        return None, None, steps
     first = int(np.min(steps[steps >= 0]))
     members = [int(i) for i in np.flatnonzero(steps >= 0)] if steps.ndim else None
-    return first, members
+    return first, members, steps
 
 
 def fit(
@@ -878,21 +928,22 @@ def fit(
 
     state = init_state(params, optimizer, key=key)
     history: dict = {}
-    meta = {
-        "kind": "fit",
-        "batch_size": batch_size,
-        "sampling": sampling,
-        "log_every": log_every,
-        "key": fingerprint(key),
-        "init": fingerprint(params),
-    }
+    start = 0  # known without waiting for the device, unless a checkpoint is loaded
     if checkpoint_dir is not None:
+        meta = {
+            "kind": "fit",
+            "batch_size": batch_size,
+            "sampling": sampling,
+            "log_every": log_every,
+            "key": fingerprint(key),
+            "init": fingerprint(params),
+        }
         loaded = load_checkpoint(checkpoint_dir, state, meta=meta)
         if loaded is not None:
             state, history, _ = loaded
             history = dict(history)
             history.pop("wall_time", None)
-    start = int(state.step)
+            start = int(state.step)
     if start > steps:
         raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
 
@@ -939,6 +990,7 @@ def fit(
         log_every=log_every,
         on_nonfinite="raise",
         progress=_Progress(steps, start, progress),
+        start=start,
     )
     history["wall_time"] = np.asarray(time.perf_counter() - t0)
     return FitResult(state.params, state.opt_state, history, state)

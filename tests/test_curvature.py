@@ -240,6 +240,71 @@ def test_monte_carlo_fisher_approaches_ggn(loss):
     np.testing.assert_array_equal(F1, F2)
 
 
+SEQ_N, SEQ_T = 2, 3
+
+
+def _sequence_problem(dtype=jnp.float32, classes_last=True):
+    """A linear model with logits (n, T, C) (or (n, C, T)): cross-entropy per position."""
+    w = jr.normal(jr.key(0), (D_IN, CLASSES), dtype)
+    x = jr.normal(jr.key(1), (SEQ_N, SEQ_T, D_IN), dtype)
+    ce = ll.losses.softmax_cross_entropy
+    if classes_last:
+        apply = lambda p, x: jnp.einsum("ntd,dc->ntc", x, p["w"])
+        return apply, ce, None, {"w": w}, x
+    # Loss axes (n, T) that are not the leading output axes (n, C, T), with C = T so that
+    # the shapes alone cannot tell which output axis is the position.
+    apply = lambda p, x: jnp.einsum("ntd,dc->nct", x, p["w"])
+    per_example = lambda out, y: ce(jnp.swapaxes(out, 1, 2), y)
+    sample_fn = lambda key, out: jr.categorical(key, out, axis=1)
+    return apply, per_example, sample_fn, {"w": w}, x
+
+
+@pytest.mark.parametrize("classes_last", [True, False])
+def test_sequence_fisher_is_per_position_and_its_expectation_is_the_ggn(x64, classes_last):
+    apply, ce, _, params, x = _sequence_problem(jnp.float64, classes_last)
+    flat, unravel = ravel_pytree(params)
+    # g[i, t]: gradient of the loss at position t alone, for labels y (n, T).
+    per_position = lambda y: jax.jacobian(lambda f: ce(apply(unravel(f), x), y))(flat)
+    y = jr.randint(jr.key(3), (SEQ_N, SEQ_T), 0, CLASSES)
+    g = per_position(y).reshape(SEQ_N * SEQ_T, -1)
+    # With the sampled targets fixed to y: F = (1/(n T)) Σᵢₜ gᵢₜ gᵢₜᵀ.
+    F = cv.fisher(None, params, (x, y), key=jr.key(0), model=apply, per_example=ce,
+                  sample_fn=lambda key, out: y)  # fmt: skip
+    ref = g.T @ g / g.shape[0]
+    np.testing.assert_allclose(_dense(F), ref, rtol=0, atol=1e-12 * _scale(ref))
+    # Its expectation over y ~ softmax (independent per position) is the GGN: sum each
+    # position's rank-one terms over every class with its probability.
+    logits = apply(params, x)
+    probs = jax.nn.softmax(logits if classes_last else jnp.swapaxes(logits, 1, 2), axis=-1)
+    expect = 0.0
+    for c in range(CLASSES):
+        gc = per_position(jnp.full((SEQ_N, SEQ_T), c))
+        expect = expect + jnp.einsum("nt,ntp,ntq->pq", probs[..., c], gc, gc) / (SEQ_N * SEQ_T)
+    G = _dense(cv.ggn(None, params, (x, y), model=apply, per_example=ce))
+    np.testing.assert_allclose(expect, G, rtol=0, atol=1e-12 * _scale(G))
+
+
+@pytest.mark.parametrize("classes_last", [True, False])
+def test_monte_carlo_fisher_of_sequence_outputs_approaches_ggn(classes_last):
+    # Before the fix the mean was the GGN / T (outer products of position-averaged gradients).
+    apply, per_example, sample_fn, params, x = _sequence_problem(classes_last=classes_last)
+    y = jnp.zeros((SEQ_N, SEQ_T), jnp.int32)  # not used by either operator
+    kw = dict(model=apply, per_example=per_example)
+    G = _dense(cv.ggn(None, params, (x, y), **kw))
+    num = 400
+    fisher = lambda k: _dense(cv.fisher(None, params, (x, y), key=k, sample_fn=sample_fn, **kw))
+    singles = jax.vmap(fisher)(jr.split(jr.key(7), num))
+    mean = jnp.mean(singles, axis=0)
+    stderr = jnp.std(singles, axis=0) / np.sqrt(num)
+    tol = 6 * stderr + 1e-6 * _scale(G)
+    assert bool(jnp.all(jnp.abs(mean - G) <= tol)), float(jnp.max(jnp.abs(mean - G) / tol))
+    # The trace, one number: within 4 standard errors of tr(GGN), and far from tr(GGN) / T.
+    traces = jnp.trace(singles, axis1=1, axis2=2)
+    t_mean, t_err = float(jnp.mean(traces)), float(jnp.std(traces) / np.sqrt(num))
+    assert abs(t_mean - float(jnp.trace(G))) <= 4 * t_err
+    assert abs(t_mean - float(jnp.trace(G)) / SEQ_T) > 10 * t_err
+
+
 # ------------------------------------------------------------------------- dataset operators
 
 BUILDERS = {

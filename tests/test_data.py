@@ -202,3 +202,12 @@ def test_epoch_batches_cover_each_example_once():
     idx = ll.data.epoch_batches(23, 5, key=jr.key(0))
     assert idx.shape == (4, 5)
     assert len(np.unique(np.asarray(idx))) == 20
+
+
+def test_mnist1d_refuses_empty_splits_and_bad_seeds():
+    with pytest.raises(ValueError, match="train_split"):
+        ll.data.mnist1d(num_samples=10, train_split=0.01)
+    with pytest.raises(ValueError, match="train_split"):
+        ll.data.mnist1d(num_samples=3, train_split=0.2)
+    with pytest.raises(ValueError, match="seed"):
+        ll.data.mnist1d(seed="x")

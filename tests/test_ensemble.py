@@ -340,3 +340,49 @@ def test_rank_correlation_bootstrap():
     assert ensemble.rank_correlation(x, y2, key=jr.key(0), num_bootstrap=50).n == 59
     with pytest.raises(ValueError, match="method"):
         ensemble.rank_correlation(x, y, method="pearson")
+
+
+def test_divergence_in_the_last_update_is_flagged_at_the_end():
+    # The loss of the last step is finite; the update after it breaks member 1's params.
+    steps = KW["steps"]
+
+    def factory(bad):
+        def update(g, count, params=None):
+            scale = jnp.where((count == steps - 1) & (bad > 0), jnp.inf, 0.1)
+            return jax.tree.map(lambda x: -scale * x, g), count + 1
+
+        return optax.GradientTransformation(lambda p: jnp.zeros((), jnp.int32), update)
+
+    hp = {"bad": jnp.array([0, 1])}
+    pop = ensemble.train(
+        MODEL,
+        LOSS,
+        factory,
+        DATA,
+        key=jr.key(3),
+        num_members=2,
+        hyperparams=hp,
+        on_nonfinite="flag",
+        **KW,
+    )
+    assert pop.history["diverged_step"].tolist() == [-1, steps]
+    assert np.all(np.isfinite(pop.history["loss"]))
+    with pytest.raises(train.NonFiniteLossError, match="parameters"):
+        ensemble.train(
+            MODEL, LOSS, factory, DATA, key=jr.key(3), num_members=2, hyperparams=hp, **KW
+        )
+
+
+@pytest.mark.parametrize("hyperparams", [{"lr": ["a", "b"]}, {"learning_rate": jnp.ones(2)}, {}])
+def test_bad_hyperparams_are_refused_by_name(hyperparams):
+    with pytest.raises(ValueError, match="hyperparams"):
+        ensemble.train(
+            MODEL,
+            LOSS,
+            _sgd,
+            DATA,
+            key=jr.key(0),
+            num_members=2,
+            hyperparams=hyperparams,
+            **KW,
+        )

@@ -1,5 +1,6 @@
 """Tests for lljax.geometry: exact quadratic identities, invariances and closed forms."""
 
+import itertools
 import math
 
 import jax
@@ -65,6 +66,37 @@ def test_epsilon_sharpness_matches_the_corner_closed_form():
     np.testing.assert_allclose(np.abs(r.perturbation), eps * (np.abs(c) + 1), rtol=1e-5)
 
 
+def _box_max(h, b):
+    """Exact max of ½ zᵀHz over the box |z| ≤ b (H ⪰ 0): a convex function peaks at a corner."""
+    corners = np.array(list(itertools.product((-1.0, 1.0), repeat=len(b)))) * np.asarray(b)
+    return max(0.5 * z @ np.asarray(h) @ z for z in corners)
+
+
+def test_epsilon_sharpness_finds_the_corner_of_correlated_curvature():
+    # Sign ascent from a random start stalls at the corner (ε, ε) (gradient 0.1ε(1, 1) points
+    # outwards) and gives ½ · 0.2ε²; the maximum is at ±(ε, −ε): ½ · 3.8ε² = ½ λ_max ‖(ε, −ε)‖².
+    h = jnp.array([[1.0, -0.9], [-0.9, 1.0]])
+    eps = 0.1
+    r = geo.epsilon_sharpness(
+        _quadratic(h, jnp.zeros(2)), jnp.zeros(2), None, key=jr.key(0), epsilon=eps
+    )
+    exact = 0.5 * 1.9 * 2 * eps**2
+    assert _box_max(h, [eps, eps]) == pytest.approx(exact)
+    np.testing.assert_allclose(float(r.value), 100 * exact, rtol=1e-5)  # L(w) = 0
+    np.testing.assert_allclose(np.abs(r.perturbation), [eps, eps], rtol=1e-6)
+    assert float(r.perturbation[0] * r.perturbation[1]) < 0
+    # Away from the origin (box half-widths ε(|w| + 1)) and with L(w) = 1; 2 parameters, so
+    # the spectral corner is exact; and a random 3-D example against brute force.
+    for key, dim in ((1, 2), (2, 3)):
+        h, _ = _spd(jr.key(key), dim, low=0.1, high=2.0)
+        c = jr.normal(jr.key(key + 10), (dim,))
+        b = eps * (np.abs(np.asarray(c)) + 1)
+        r = geo.epsilon_sharpness(
+            _quadratic(h, c, offset=1.0), c, None, key=jr.key(key + 20), epsilon=eps
+        )
+        np.testing.assert_allclose(float(r.value), 100 * _box_max(h, b) / 2.0, rtol=1e-5)
+
+
 def test_pac_bayes_sigma_matches_the_quadratic_law():
     # E[L(w + σz)] − L(w) = σ²/2 · Tr H, so σ′² = 2 d / Tr H and 1/σ′² = Tr H / (2 d).
     h, eig = _spd(jr.key(0), 5)
@@ -123,6 +155,25 @@ def test_log_determinant_is_nan_when_not_positive_definite():
     )()
     assert bool(jnp.isnan(r.value))
     np.testing.assert_allclose(float(r.min_node), -1.0, atol=1e-5)
+
+
+def test_log_determinant_of_a_dense_matrix_matches_slogdet():
+    # A dense (n, n) array is an n × n matrix (its .size is n²).
+    a = jnp.diag(jnp.array([1.0, 2.0, 4.0]))
+    r = geo.log_determinant(a, key=jr.key(0), damping=1e-9, num_probes=2, num_steps=3)
+    np.testing.assert_allclose(float(r.value), float(jnp.linalg.slogdet(a)[1]), rtol=1e-5)
+    # A non-diagonal matrix: the same estimate as through its Operator, and within error
+    # bars of slogdet.
+    h, _ = _spd(jr.key(3), 4)
+    dense = geo.log_determinant(h, key=jr.key(1), damping=1e-9, num_probes=64, num_steps=4)
+    op = geo.log_determinant(
+        ll.curvature.from_matrix(h), key=jr.key(1), damping=1e-9, num_probes=64, num_steps=4
+    )
+    np.testing.assert_allclose(float(dense.value), float(op.value), rtol=1e-6)
+    exact = float(jnp.linalg.slogdet(h)[1])
+    assert abs(float(dense.value) - exact) < 4 * float(dense.stderr) + 1e-5
+    with pytest.raises(ValueError, match="op"):
+        geo.log_determinant(jnp.ones((2, 3)), key=jr.key(0))
 
 
 def test_sharpness_record_on_a_quadratic():
@@ -193,6 +244,27 @@ def test_basin_volume_flags_unbounded_rays():
         loss_fn, jnp.zeros(2), None, key=jr.key(0), epsilon=0.1, num_directions=16, num_scan=8
     )
     assert int(r.num_unbounded) == 16
+
+
+def test_basin_volume_with_a_traced_confidence():
+    loss_fn = lambda p, b: 0.5 * jnp.sum(p**2)
+    run = lambda level: geo.basin_volume(
+        loss_fn,
+        jnp.zeros(2),
+        None,
+        key=jr.key(0),
+        epsilon=0.5,
+        num_directions=16,
+        num_bootstrap=64,
+        confidence=level,
+    )
+    levels = jnp.array([0.5, 0.9])
+    swept = jax.jit(jax.vmap(lambda level: run(level).ci_high))(levels)
+    for level, got in zip(levels.tolist(), swept, strict=True):
+        np.testing.assert_allclose(float(got), float(run(level).ci_high), rtol=1e-6)
+    assert float(swept[0]) <= float(swept[1])
+    with pytest.raises(ValueError, match="confidence"):
+        run(jnp.array(1.5))  # concrete arrays are still checked
 
 
 # --------------------------------------------------------------------------------------
@@ -521,6 +593,34 @@ def test_population_vmap_matches_loop():
         )
 
 
+def test_non_array_loss_kwargs_are_static():
+    # A string and a Python bool select the loss, as lljax.curvature.hessian allows; an
+    # array kwarg stays traced.
+    def loss_fn(p, batch, *, mode="mean", square=True, scale=1.0):
+        t = p**2 if square else jnp.abs(p)
+        return scale * (jnp.sum(t) if mode == "sum" else jnp.mean(t))
+
+    w, e1 = jnp.zeros(4), jnp.array([1.0, 0.0, 0.0, 0.0])
+    kw = dict(mode="sum", scale=jnp.array(3.0))
+    H = ll.curvature.hessian(loss_fn, w, None, **kw)
+    np.testing.assert_allclose(H.dense(), 6.0 * jnp.eye(4), rtol=1e-6)
+    top = geo.top_eigenvalue(loss_fn, w, None, key=jr.key(0), **kw)
+    np.testing.assert_allclose(float(top.value), 6.0, rtol=1e-5)
+    top = geo.top_eigenvalue(loss_fn, w, None, key=jr.key(0), mode="mean")  # not cached
+    np.testing.assert_allclose(float(top.value), 0.5, rtol=1e-5)
+    s = geo.slice_1d(loss_fn, w, None, direction=e1, num_points=3, mode="sum", square=False)
+    np.testing.assert_allclose(s.losses, [1.0, 0.0, 1.0])
+    s2 = geo.slice_2d(loss_fn, w, None, directions=(e1, e1), num_points=3, mode="sum")
+    np.testing.assert_allclose(s2.losses[0], [4.0, 1.0, 0.0])
+    r = geo.interpolate(loss_fn, w, 2 * e1, None, num_points=3, mode="sum", square=False)
+    np.testing.assert_allclose(r.losses, [0.0, 1.0, 2.0])
+    e = geo.expected_sharpness(loss_fn, w, None, key=jr.key(0), sigma=0.1, num_samples=4, **kw)
+    assert np.isfinite(float(e.value))
+    r = geo.sharpness(loss_fn, w, None, key=jr.key(0), measures=("trace", "epsilon"), **kw)
+    np.testing.assert_allclose(float(r.trace), 24.0, rtol=1e-4)
+    np.testing.assert_allclose(float(r.epsilon_sharpness), 100 * 3 * 4 * 1e-6, rtol=1e-4)
+
+
 def test_bad_arguments_raise_clear_errors():
     loss_fn = lambda p, b: jnp.sum(p**2)
     w = jnp.zeros(2)
@@ -539,3 +639,7 @@ def test_bad_arguments_raise_clear_errors():
         geo.connect(loss_fn, w, w, data, key=jr.key(0))
     with pytest.raises(ValueError, match="kind"):
         geo.connect(loss_fn, w, w, None, key=jr.key(0), kind="spline")
+    with pytest.raises(ValueError, match="sigma_max"):
+        geo.pac_bayes_flatness(loss_fn, w, None, key=jr.key(0), sigma_min=1.0, sigma_max=0.1)
+    with pytest.raises(ValueError, match=r"params_b: leaf .* shape \(3,\)"):
+        geo.interpolate(loss_fn, w, jnp.zeros(3), None)

@@ -93,3 +93,17 @@ def test_named_schemes_set_the_stated_variances():
         ll.init.get("kaiming_typo")
     with pytest.raises(ValueError, match="lsuv"):
         ll.init.get("lsuv")
+
+
+def test_scheme_names_round_trip_with_their_arguments():
+    scheme = ll.init.orthogonal(2.0)
+    assert scheme.name == "orthogonal(2)"
+    again = ll.init.get(scheme.name)
+    q = again.kernel(jr.key(3), (32, 32))
+    np.testing.assert_allclose(np.asarray(q.T @ q), 4.0 * np.eye(32), atol=1e-4)
+    nested = ll.init.get("fixup(gaussian(1.5,0.05))")
+    assert (nested.residual, nested.sigma_w2, nested.sigma_b2) == ("fixup", 1.5, 0.05)
+    assert ll.init.get(nested.name).name == nested.name == "fixup(gaussian(1.5,0.05))"
+    assert ll.init.get("depth_scaled(orthogonal(0.5))").name == "depth_scaled(orthogonal(0.5))"
+    with pytest.raises(ValueError, match="unknown scheme"):
+        ll.init.get("fixup()")

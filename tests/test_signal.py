@@ -52,6 +52,52 @@ def test_relu_cmap_closed_form(x64):
     np.testing.assert_allclose(signal.correlation_map("relu", sw, sb, c), want, atol=1e-12)
 
 
+def test_relu_mean_field_in_every_regime(x64):
+    # ReLU: V(q) = σ_w² q / 2 + σ_b², χ₁ = χ_c = χ_q = σ_w²/2 and c* = 1 in every regime;
+    # q* = σ_b² / (1 − σ_w²/2) below the critical line σ_w² = 2, inf on and above it.
+    sw = jnp.array([1.0, 1.5, 2.0, 2.0, 2.5, 2.5])
+    sb = jnp.array([0.0, 0.2, 0.0, 0.5, 0.0, 0.5])
+    mf = jax.jit(jax.vmap(lambda w, b: signal.mean_field("relu", w, b)))(sw, sb)
+    sw, sb = np.asarray(sw), np.asarray(sb)
+    ordered = sw < 2
+    np.testing.assert_allclose(mf.q_star[ordered], sb[ordered] / (1 - sw[ordered] / 2), atol=1e-15)
+    assert np.all(np.isposinf(mf.q_star[~ordered]))
+    np.testing.assert_array_equal(mf.c_star, 1.0)
+    for chi in (mf.chi1, mf.chi_c, mf.chi_q):
+        np.testing.assert_allclose(chi, sw / 2, rtol=1e-13)
+    xi = np.full_like(sw, np.inf)
+    xi[ordered] = -1 / np.log(sw[ordered] / 2)
+    np.testing.assert_allclose(mf.xi_c, xi, rtol=1e-12)
+    np.testing.assert_allclose(mf.xi_q, xi, rtol=1e-12)
+    # Float32: the critical line is still critical (χ rounds to 1 − 1 ulp there).
+    with jax.enable_x64(False):
+        mf = signal.mean_field("relu", 2.0, 0.5)
+        assert float(mf.q_star) == np.inf and float(mf.c_star) == 1.0
+        assert float(mf.xi_c) == np.inf and float(mf.xi_q) == np.inf
+
+
+def test_relu_cmap_at_infinite_q_star(x64):
+    # Above the critical line q* = inf: the c-map is its q → ∞ limit, the arc-cosine kernel
+    # (σ_b² is negligible against q), which for σ_b² = 0 is the c-map at every q.
+    c = np.array([-1.0, -0.5, 0.0, 0.3, 0.9, 1.0])
+    for sw, sb in ((2.5, 0.0), (2.5, 0.5), (2.0, 0.5)):
+        got = signal.correlation_map("relu", sw, sb, c)
+        np.testing.assert_allclose(got, _relu_cmap(c), atol=1e-13)
+    traj = signal.correlation_map("relu", 3.0, 0.1, 0.2, num_iters=3, trajectory=True)
+    np.testing.assert_allclose(
+        traj,
+        [_relu_cmap(0.2), _relu_cmap(_relu_cmap(0.2)), _relu_cmap(_relu_cmap(_relu_cmap(0.2)))],
+        atol=1e-13,
+    )
+    # At a finite q, with biases: c' = (σ_w² q k(c) / 2 + σ_b²) / (σ_w² q / 2 + σ_b²).
+    sw, sb, q = 2.5, 0.5, 3.0
+    want = (sw * q * _relu_cmap(c) / 2 + sb) / (sw * q / 2 + sb)
+    np.testing.assert_allclose(signal.correlation_map("relu", sw, sb, c, q=q), want, atol=1e-13)
+    np.testing.assert_allclose(
+        signal.correlation_map("relu", sw, sb, c, q=np.inf), _relu_cmap(c), atol=1e-13
+    )
+
+
 def _erf_q_star(sw, sb):
     # E[erf(u)erf(v)] = (2/π) arcsin(2 q₁₂ / √((1 + 2q₁₁)(1 + 2q₂₂))) (Williams 1997).
     f = lambda q: sw * (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)) + sb - q
@@ -253,6 +299,10 @@ def test_propagation_bad_input():
         signal.propagation(bare, params, jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="pairs"):
         signal.propagation(model, params, jnp.ones((2, 3)), pairs=[0, 1])
+    # Out-of-range indices would be clamped by the gather: [[0, 2]] would report (0, 1).
+    for bad in ([[0, 2]], [[-1, 0]]):
+        with pytest.raises(ValueError, match=r"pairs: expected example indices in \[0, 2\)"):
+            signal.propagation(model, params, jnp.ones((2, 3)), pairs=bad)
     with pytest.raises(ValueError, match="cotangent"):
         signal.propagation(model, params, jnp.ones((2, 3)), cotangent=jnp.ones((2, 3)))
 

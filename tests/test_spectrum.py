@@ -237,6 +237,18 @@ def test_bad_arguments_raise_clear_errors():
         spectrum.trace(op, key=key, method="exact")
     with pytest.raises(ValueError, match="sigma/preset"):
         spectrum.density(op, key=key, num_probes=2, num_steps=3).smooth()
+    with pytest.raises(ValueError, match="sigma: expected a kernel width > 0"):
+        spectrum.density(op, key=key, num_probes=2, num_steps=3).smooth(sigma=0.0)
+    for bad in (0, None, "key"):
+        for call in (
+            lambda k: spectrum.eigsh(op, k=2, key=k),
+            lambda k: spectrum.trace(op, key=k),
+            lambda k: spectrum.lanczos(op, num_steps=3, key=k),
+        ):
+            with pytest.raises(ValueError, match="key: expected a PRNG key"):
+                call(bad)
+    raw = jax.random.PRNGKey(0)  # raw uint32[2] keys still work
+    assert spectrum.trace(op, key=raw, num_probes=4).value.shape == ()
 
 
 # ----------------------------------------------------------------------------- eigsh
@@ -446,6 +458,37 @@ def test_exact_negative_fraction_on_mlp_hessian(x64):
     ex = _exact(op.dense())
     tol = op.size * np.finfo(np.float64).eps * np.abs(ex).max()
     assert float(spectrum.exact_negative_fraction(op)) == pytest.approx(np.mean(ex < -tol))
+
+
+def test_negative_fraction_does_not_count_zero_eigenvalues():
+    # Zero eigenvalues give Ritz nodes at rounding level of either sign.
+    op = from_matrix(_with_spectrum([-1.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0], seed=3))
+    f = spectrum.negative_fraction(op, key=jax.random.key(0), num_probes=64)
+    assert 0 < float(f.stderr) < 0.05
+    assert abs(float(f.value) - 0.125) <= 3 * float(f.stderr)
+    # threshold=0.0 keeps counting them: it is far above the exact fraction.
+    f0 = spectrum.negative_fraction(op, key=jax.random.key(0), num_probes=64, threshold=0.0)
+    assert float(f0.value) - 0.125 > 3 * float(f0.stderr)
+
+
+@pytest.mark.parametrize("kind", ["hessian", "ggn"])
+def test_negative_fraction_on_tiny_mlp_matches_dense_eigh(x64, kind):
+    # 32 parameters, all resolved by Lanczos; the softmax shift invariance gives exact zeros
+    # in both, and the GGN (rank <= batch · (classes - 1) = 8) is PSD: its fraction is 0.
+    model = ll.models.mlp([3, 5, 2], activation="tanh", dtype=jnp.float64)
+    params = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (8, 3), jnp.float64)
+    y = jax.random.randint(jax.random.key(2), (8,), 0, 2)
+    op = getattr(ll.curvature, kind)(ll.losses.cross_entropy(model), params, (x, y))
+    exact = float(spectrum.exact_negative_fraction(op))
+    ex = _exact(jax.jit(op.dense)())
+    assert exact == np.mean(ex < -1e-10 * np.abs(ex).max())  # a clear gap around zero
+    f = jax.jit(lambda: spectrum.negative_fraction(op, key=jax.random.key(0), num_probes=64))()
+    assert abs(float(f.value) - exact) <= 3 * float(f.stderr) + 1e-12
+    if kind == "hessian":
+        assert 0.2 < exact < 0.4 and float(f.stderr) > 0
+    else:
+        assert exact == 0.0 and float(f.value) == 0.0
 
 
 # ----------------------------------------------------------------------------- density

@@ -277,3 +277,34 @@ def test_progress_line(capsys):
     train.fit(LOSS, PARAMS, OPT, DATA, steps=10, batch_size=8, key=jr.key(0), chunk_size=5)
     err = capsys.readouterr().err
     assert "10/10" in err and "loss" in err
+
+
+@pytest.mark.parametrize("sampling", ["epoch", "uniform"])
+def test_batch_larger_than_the_data_is_refused_without_replacement(sampling):
+    # Used to divide by zero batches per epoch (and hang) or fail inside jax.random.choice.
+    with pytest.raises(ValueError, match="batch_size"):
+        train.batch_indices(jr.key(0), jnp.int32(0), 10, 11, sampling)
+    state = train.init_state(PARAMS, optax.sgd(0.1), key=jr.key(0))
+    n = DATA.num_train
+    with pytest.raises(ValueError, match="batch_size"):
+        train.run(
+            LOSS, optax.sgd(0.1), DATA, state, num_steps=2, batch_size=n + 1, sampling=sampling
+        )
+    idx = train.batch_indices(jr.key(0), jnp.int32(3), 10, 25, "replacement")
+    assert idx.shape == (25,) and int(idx.min()) >= 0 and int(idx.max()) < 10
+
+
+def test_evaluate_refuses_a_batch_size_below_one():
+    with pytest.raises(ValueError, match="batch_size"):
+        train.evaluate(train.metrics_fn(LOSS), PARAMS, DATA, batch_size=0)
+
+
+def test_bad_hyperparams_name_the_argument():
+    factory = lambda lr: optax.sgd(lr)  # noqa: E731
+    for hp in ({"lr": "fast"}, {"learning_rate": 0.1}, {}, {"lr": 0.1, "wd": 0.0}):
+        with pytest.raises(ValueError, match="hyperparams"):
+            train.init_state(PARAMS, factory, key=jr.key(0), hyperparams=hp)
+    # A schedule is recomputed by inject_hyperparams every step: a written value would be lost.
+    scheduled = optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(1, 0, 9))
+    with pytest.raises(ValueError, match="schedule"):
+        train.init_state(PARAMS, scheduled, key=jr.key(0), hyperparams={"learning_rate": 0.5})
