@@ -59,6 +59,7 @@ from jax.flatten_util import ravel_pytree
 from lljax import curvature as curvature_lib
 from lljax import data as data_lib
 from lljax import spectrum as spectrum_lib
+from lljax.train import as_key
 
 Params = Any
 
@@ -70,14 +71,6 @@ CURVES = ("bezier", "polychain")
 # --------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------
-
-
-def _check_key(key, name: str = "key") -> jax.Array:
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if hasattr(key, "dtype") and key.dtype == jnp.uint32 and key.shape[-1:] == (2,):
-        return jr.wrap_key_data(key)
-    raise ValueError(f"{name}: expected a PRNG key (jax.random.key(seed)), got {key!r}")
 
 
 def _check_int(value, name: str, low: int = 1) -> int:
@@ -339,7 +332,7 @@ def top_eigenvalue(
         loss_fn,
         params,
         batch,
-        _check_key(key),
+        as_key(key),
         _LossKwargs(loss_kwargs),
         num_steps=num_steps,
         tol=tol,
@@ -382,7 +375,7 @@ def hessian_trace(
         loss_fn,
         params,
         batch,
-        _check_key(key),
+        as_key(key),
         _LossKwargs(loss_kwargs),
         num_probes=num_probes,
         method=method,
@@ -458,7 +451,7 @@ def epsilon_sharpness(
       Keskar et al. 2017, "On large-batch training for deep learning: generalization gap
       and sharp minima", arXiv:1609.04836 (Metric 2.1).
     """
-    key = _check_key(key)
+    key = as_key(key)
     _check_positive(epsilon, "epsilon")
     _check_positive(step_size, "step_size")
     num_steps = _check_int(num_steps, "num_steps")
@@ -572,7 +565,7 @@ def expected_sharpness(
       Neyshabur et al. 2017, arXiv:1706.08947 (expected sharpness);
       Jiang et al. 2019, arXiv:1912.02178.
     """
-    key = _check_key(key)
+    key = as_key(key)
     _check_positive(sigma, "sigma", allow_zero=True)
     num_samples = _check_int(num_samples, "num_samples")
     return _expected_sharpness(
@@ -650,7 +643,7 @@ def pac_bayes_flatness(
       Jiang et al. 2019, "Fantastic generalization measures and where to find them",
       arXiv:1912.02178; Dziugaite & Roy 2017, arXiv:1703.11008.
     """
-    key = _check_key(key)
+    key = as_key(key)
     _check_positive(target_deviation, "target_deviation")
     _check_positive(sigma_min, "sigma_min")
     _check_positive(sigma_max, "sigma_max")
@@ -758,7 +751,7 @@ def log_determinant(
     n = _operator_size(op)
     d = spectrum_lib.density(
         op,
-        key=_check_key(key),
+        key=as_key(key),
         num_probes=num_probes,
         num_steps=num_steps,
         probe_batch_size=probe_batch_size,
@@ -856,7 +849,7 @@ def sharpness(
         loss_fn,
         params,
         batch,
-        _check_key(key),
+        as_key(key),
         epsilon,
         sigma,
         target_deviation,
@@ -1044,7 +1037,7 @@ def basin_volume(
       Huang et al. 2019, "Understanding generalization through visualizations",
       arXiv:1906.03291.
     """
-    key = _check_key(key)
+    key = as_key(key)
     _check_positive(epsilon, "epsilon")
     _check_positive(min_radius, "min_radius")
     num_directions = _check_int(num_directions, "num_directions", low=2)
@@ -1253,7 +1246,7 @@ def random_direction(
     """
     _check_normalization(normalization, vectors)
     flat, unravel = ravel_pytree(params)
-    raw = unravel(jr.normal(_check_key(key), flat.shape, flat.dtype))
+    raw = unravel(jr.normal(as_key(key), flat.shape, flat.dtype))
     return normalize_direction(raw, params, normalization, vectors=vectors)
 
 
@@ -1283,7 +1276,7 @@ def hessian_directions(
     """
     k = _check_int(k, "k")
     return _hessian_directions(
-        loss_fn, params, batch, _check_key(key), _LossKwargs(loss_kwargs), k=k, which=which
+        loss_fn, params, batch, as_key(key), _LossKwargs(loss_kwargs), k=k, which=which
     )
 
 
@@ -1355,7 +1348,7 @@ def slice_1d(
     if direction is None:
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw a direction (or pass direction=)")
-        key = _check_key(key)
+        key = as_key(key)
     return _slice_1d(
         loss_fn,
         params,
@@ -1437,7 +1430,7 @@ def slice_2d(
     if directions is None:
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw directions (or pass directions=)")
-        key = _check_key(key)
+        key = as_key(key)
     elif len(directions) != 2:
         raise ValueError(f"directions: expected a pair of directions, got {len(directions)}")
     else:
@@ -1708,7 +1701,7 @@ def instability(
     if train_fn is not None:
         if key is None:
             raise ValueError("key: train_fn needs a PRNG key for the two data orders")
-        k1, k2 = jr.split(_check_key(key))
+        k1, k2 = jr.split(as_key(key))
         params_a, params_b = train_fn(params, k1), train_fn(params, k2)
     else:
         params_a = params
@@ -1887,7 +1880,7 @@ def connect(
       Garipov et al. 2018, "Loss surfaces, mode connectivity, and fast ensembling of
       DNNs", arXiv:1802.10026; Draxler et al. 2018, arXiv:1803.00885.
     """
-    key = _check_key(key)
+    key = as_key(key)
     if kind not in CURVES:
         raise ValueError(f"kind: expected one of {CURVES}, got {kind!r}")
     num_bends = _check_int(num_bends, "num_bends")

@@ -57,6 +57,7 @@ from jax import lax
 
 from lljax import _linalg
 from lljax.curvature import Operator, from_matrix
+from lljax.train import as_key
 
 _HIGHEST = lax.Precision.HIGHEST
 _WHICH = ("LA", "SA", "LM")
@@ -565,15 +566,6 @@ def _lanczos_run(matvec, size, num_steps, key, v0, reorthogonalize, store, dtype
     return _lanczos_local(matvec, q0, num_steps, k_restart, sdt, store)
 
 
-def _check_key(key) -> jax.Array:
-    """A typed PRNG key (raw ``uint32[2]`` keys are wrapped), or a ValueError naming ``key``."""
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key
-    if getattr(key, "dtype", None) == jnp.uint32 and jnp.shape(key)[-1:] == (2,):
-        return jr.wrap_key_data(key)
-    raise ValueError(f"key: expected a PRNG key (jax.random.key(seed)), got {key!r}")
-
-
 def lanczos(
     matvec: Callable[[jax.Array], jax.Array] | Operator,
     size: int | None = None,
@@ -629,7 +621,7 @@ def lanczos(
     if size is None or int(size) < 1:
         raise ValueError(f"size: expected a positive integer, got {size!r}")
     size = int(size)
-    key = _check_key(key)
+    key = as_key(key)
     if not 1 <= int(num_steps) <= size:
         raise ValueError(f"num_steps: expected 1 <= num_steps <= size={size}, got {num_steps}")
     num_steps = int(num_steps)
@@ -769,7 +761,7 @@ def eigsh(
       Wu & Simon, SIAM J. Matrix Anal. Appl. 22 (2000); Stathopoulos, Saad & Wu (1998).
     """
     op = _as_operator(op)
-    key = _check_key(key)
+    key = as_key(key)
     n = op.size
     if which not in _WHICH:
         raise ValueError(f"which: expected one of {_WHICH}, got {which!r}")
@@ -902,7 +894,7 @@ def density(
       Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38 (2017); arXiv:1901.10159.
     """
     op = _as_operator(op)
-    key = _check_key(key)
+    key = as_key(key)
     n = op.size
     if num_probes < 1:
         raise ValueError(f"num_probes: expected >= 1, got {num_probes}")
@@ -977,7 +969,7 @@ def trace(
       Hutchinson (1990); Meyer, Musco, Musco & Woodruff, arXiv:2010.09649.
     """
     op = _as_operator(op)
-    key = _check_key(key)
+    key = as_key(key)
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     if method == "hutchinson":
@@ -1031,7 +1023,7 @@ def diagonal(
       Bekas, Kokiopoulou & Saad, Appl. Numer. Math. 57 (2007).
     """
     op = _as_operator(op)
-    key = _check_key(key)
+    key = as_key(key)
     if num_probes < 2:
         raise ValueError(f"num_probes: expected >= 2 for an error bar, got {num_probes}")
     z, az = _rademacher_matvecs(op, key, num_probes, batch_size, jnp.dtype(op.dtype))
@@ -1073,7 +1065,7 @@ def negative_fraction(
       True
     """
     op = _as_operator(op)
-    key = _check_key(key)
+    key = as_key(key)
     d = density(
         op,
         key=key,
@@ -1132,7 +1124,7 @@ def power_iteration(
       10.0
     """
     op = _as_operator(op)
-    key = _check_key(key)
+    key = as_key(key)
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     v = _start_vector(key, op.size, dtype, v0, sdt)
