@@ -536,7 +536,9 @@ def train(
         may be ``None`` when ``params`` is given.
       loss_fn: ``loss_fn(params, (x, y)) -> scalar`` for one member.
       optimizer: an optax transformation, or a factory of the ``hyperparams`` (module
-        docstring).
+        docstring). Part of the compiled program's identity: pass the same object to
+        later calls to reuse it (a new ``optax.sgd(0.1)`` per call compiles again; per-member
+        values that change between calls belong in ``hyperparams``).
       data: a :class:`~lljax.data.Dataset`, shared by all members.
       key: population key; member ``i`` uses ``fold_in(key, i)``. Needs ``num_members``.
       keys: explicit member keys ``(members,)`` instead of ``key``.

@@ -876,7 +876,8 @@ def fit(
     Args:
       loss_fn: ``loss_fn(params, (x, y)) -> scalar`` (e.g. :func:`lljax.losses.cross_entropy`).
       params: initial params (must be finite).
-      optimizer: any optax transformation.
+      optimizer: any optax transformation; reuse the same object across calls to reuse
+        the compiled program (a new ``optax.sgd(0.1)`` per call compiles again).
       data: a :class:`~lljax.data.Dataset`.
       steps: total number of optimizer steps (counting those of a resumed checkpoint).
       batch_size: examples per step (at most the number of training examples).
