@@ -405,6 +405,71 @@ def test_eigsh_vmap_over_population_equals_loop():
     assert max(restarts) > 0  # the batched while-loop really ran restarts
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_eigsh_block_size_finds_every_copy_of_a_repeated_eigenvalue(dtype, request):
+    """A PSD matrix with a 17-fold zero eigenvalue (a GGN's null space in miniature): a
+    single start vector's Krylov space holds one zero, so ``block_size=1`` returns the next
+    distinct values in place of the other copies; a block of ``k`` holds ``k`` copies."""
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    lam = np.concatenate([np.zeros(17), np.linspace(1e-3, 1.0, 153)])
+    a = _with_spectrum(lam, seed=4, dtype=dtype)
+    single = spectrum.eigsh(from_matrix(a), 5, "SA", key=jax.random.key(0))
+    assert np.asarray(single.eigenvalues).max() > 5e-4  # the documented failure
+    r = jax.jit(
+        lambda a: spectrum.eigsh(from_matrix(a), 5, "SA", key=jax.random.key(0), block_size=5)
+    )(a)
+    tol = 1e-8 if dtype == "float64" else 1e-5
+    np.testing.assert_allclose(r.eigenvalues, np.zeros(5), atol=tol)
+    assert bool(np.all(r.converged)) and np.asarray(r.residuals).max() < tol
+    v = np.asarray(r.eigenvectors, np.float64)
+    np.testing.assert_allclose(v.T @ v, np.eye(5), atol=10 * tol)  # five distinct copies
+
+
+def test_eigsh_block_size_on_a_kronecker_hessian_block(x64):
+    """The last layer's Hessian at uniform predictions is E[h hᵀ] ⊗ (I − 11ᵀ/C)/C: each
+    eigenvalue of the features' second moment appears C − 1 = 9 times."""
+    model = ll.models.mlp([6, 12, 10], activation="tanh", dtype=jnp.float64)
+    params = model.init(jax.random.key(0))
+    params["Dense_1"] = jax.tree.map(jnp.zeros_like, params["Dense_1"])
+    x = jax.random.normal(jax.random.key(1), (32, 6), jnp.float64)
+    y = jax.random.randint(jax.random.key(2), (32,), 0, 10)
+    full = ll.curvature.hessian(ll.losses.cross_entropy(model), params, (x, y))
+    op = ll.curvature.restrict(full, params, "Dense_1")
+    ex = _exact(op.dense())
+    assert np.allclose(ex[::-1][:9], ex[-1], rtol=1e-10)  # nine copies of the top
+    r = spectrum.eigsh(op, 11, key=jax.random.key(3), block_size=11)
+    np.testing.assert_allclose(r.eigenvalues, ex[::-1][:11], atol=1e-8 * ex.max())
+    assert np.asarray(r.residuals).max() < 1e-8 * ex.max()
+
+
+def test_eigsh_block_size_on_a_generic_spectrum_with_restarts_and_vmap():
+    """Blocks change nothing for distinct eigenvalues: dense ``eigh`` in float32, with thick
+    restarts, also for a block that does not divide the basis, and vmap equals a loop."""
+    mats = jnp.stack([_with_spectrum(_test_spectrum(90, seed=s), seed=s) for s in range(3)])
+
+    @functools.partial(jax.jit, static_argnames=("b", "m"))
+    def run(a, b, m):
+        return spectrum.eigsh(
+            from_matrix(a), 4, "SA", key=jax.random.key(1), num_steps=m, block_size=b
+        )
+
+    batched = jax.vmap(lambda a: run(a, 3, 15))(mats)  # blocks of 3 divide every extension
+    for i in range(3):
+        one = run(mats[i], 3, 15)
+        np.testing.assert_allclose(one.eigenvalues, _exact(mats[i])[:4], rtol=1e-4)
+        assert bool(np.all(one.converged)) and int(one.num_restarts) > 0
+        np.testing.assert_allclose(batched.eigenvalues[i], one.eigenvalues, rtol=1e-5)
+    odd = run(mats[0], 2, 13)  # 2 does not divide 13: one column at a time
+    np.testing.assert_allclose(odd.eigenvalues, _exact(mats[0])[:4], rtol=1e-4)
+    assert bool(np.all(odd.converged)) and int(odd.num_restarts) > 0
+    op = from_matrix(mats[0])
+    with pytest.raises(ValueError, match="block_size"):
+        spectrum.eigsh(op, 2, key=jax.random.key(0), block_size=0)
+    with pytest.raises(ValueError, match="k \\+ block_size \\+ 1"):
+        spectrum.eigsh(op, 4, key=jax.random.key(0), block_size=6, num_steps=10)
+
+
 def test_power_iteration_baseline():
     a = _with_spectrum(_test_spectrum(60))
     ex = _exact(a)
