@@ -133,10 +133,24 @@ def _member_keys_jit(key, num_members):
     return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num_members, dtype=jnp.uint32))
 
 
-@jax.jit
-def _split_member_keys(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+@functools.cache
+def _key_spec() -> jax.ShapeDtypeStruct:
+    """A key's shape and dtype, for ``eval_shape`` without making a key on the device."""
+    return jax.eval_shape(lambda: jr.key(0))
+
+
+def _split_member_keys_impl(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
     pairs = jax.vmap(jr.split)(keys)
     return pairs[:, 0], pairs[:, 1]
+
+
+_split_member_keys = jax.jit(_split_member_keys_impl)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _member_keys_and_halves(key, num_members):
+    keys = _member_keys_jit(key, num_members)
+    return (keys, *_split_member_keys_impl(keys))
 
 
 def _as_keys(keys, name: str, num_members: int | None = None) -> jax.Array:
@@ -595,14 +609,17 @@ def train(
         and data_keys is not None
         and (init_keys is not None or params is not None)
     ):
-        mkeys = None
+        mkeys = ik = dk = None
         m = _as_keys(data_keys, "data_keys").shape[0]
+    elif keys is None and key is not None:  # the common case: one dispatch for all keys
+        m = train_lib._check_int(num_members, "num_members")
+        mkeys, ik, dk = _member_keys_and_halves(train_lib.as_key(key), m)
     else:
         mkeys = _resolve_member_keys(key, keys, num_members)
         m = mkeys.shape[0]
+        ik, dk = _split_member_keys(mkeys)
     if num_members is not None and num_members != m:
         raise ValueError(f"num_members: {num_members} but {m} keys were given")
-    ik, dk = _split_member_keys(mkeys) if mkeys is not None else (None, None)
     if init_keys is not None:
         ik = _as_keys(init_keys, "init_keys", m)
     if data_keys is not None:
@@ -628,7 +645,7 @@ def train(
     one_params = (
         jax.tree.map(lambda x: x[0], params)
         if params is not None
-        else jax.eval_shape(model.init, jr.key(0))
+        else jax.eval_shape(model.init, _key_spec())
     )
     one_hp = {k: v[0] for k, v in hp.items()}
     if member_chunk_size is None:
@@ -704,7 +721,7 @@ def train(
 
     def evaluate_fn(p):
         out = _chunked(lambda sub: _vmapped_jit(eval_member, sub, data), p, member_chunk_size)
-        return {k: train_lib._to_host(v) for k, v in out.items()}
+        return train_lib._tree_to_host(out)
 
     def run_chunk(s, n):
         def apply(sub):

@@ -571,6 +571,15 @@ def _to_host(x) -> np.ndarray:
     return np.asarray(x)
 
 
+def _tree_to_host(tree):
+    """:func:`_to_host` of every leaf, the copies started together (one wait, not one per
+    leaf: on an accelerator each separate copy is a round trip)."""
+    leaves = jax.tree.leaves(tree)
+    if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+        return jax.tree.map(np.asarray, jax.device_get(tree))
+    return jax.tree.map(_to_host, tree)
+
+
 def _put(tree, sharding):
     """``jax.device_put(tree, sharding)``, also onto a mesh that spans several processes.
 
@@ -805,7 +814,7 @@ def _drive(
     for end in ends:
         n = end - cur
         state, out = run_chunk(state, n)
-        out = jax.tree.map(_to_host, out)
+        out = _tree_to_host(out)
         bad_step, bad_members, member_steps = _first_nonfinite(out, end)
         if bad_step is not None:
             where = f" in members {bad_members}" if bad_members is not None else ""
@@ -955,7 +964,7 @@ def fit(
     )
 
     def evaluate_fn(p):
-        return {k: _to_host(v) for k, v in _eval_splits_jit(eval_splits_fn, p, data).items()}
+        return _tree_to_host(_eval_splits_jit(eval_splits_fn, p, data))
 
     def run_chunk(s, n):
         return _run_jit(
