@@ -121,7 +121,8 @@ class EigshResult(NamedTuple):
         or ``None`` with ``return_eigenvectors=False``.
       residuals: ``(k,)`` ``‖A v − λ v‖`` from real matvecs (the Ritz bounds without
         eigenvectors).
-      bounds: ``(k,)`` Lanczos residual bounds ``|β_m s_m|`` at the end.
+      bounds: ``(k,)`` Lanczos residual bounds at the end: ``|β_m s_m|``, or for a block
+        the norm of the projected residual block times ``s``.
       converged: ``(k,)`` bool, bound ≤ ``tol · |λ|`` (or at the attainable floor).
       num_restarts: thick restarts performed.
       num_matvecs: operator applications used, including the residual check.
