@@ -269,7 +269,7 @@ def main(argv=None) -> int:
                     "--size",
                     "large",
                     "--skip",
-                    "population,pyhessian_tight,density",
+                    "population,pyhessian_tight,density,block",
                     "--reps",
                     "2",
                     "--partial",
