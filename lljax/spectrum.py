@@ -787,7 +787,8 @@ def eigsh(
     ``block_size=1`` and a wanted eigenvalue of multiplicity above one, ``eigsh`` can
     return the next distinct values in place of the missing copies, each with a small
     residual and ``converged`` set: bottom-5 of a PSD matrix with a 17-fold zero eigenvalue
-    comes back as ``[0, 1e-3, …]``, not five zeros. ``converged`` certifies each returned
+    (next eigenvalues 1e-3, 7.6e-3) comes back as ``[0, 0, 0, 1e-3, 7.6e-3]``, not five
+    zeros. ``converged`` certifies each returned
     pair as an eigenpair, not that none was skipped. Null spaces (GGN, Fisher, the bottom
     of a PSD block) and exact symmetries (per-layer blocks at uniform predictions, linear
     models) have such multiplicities: pass ``block_size=k`` there. On distinct eigenvalues
