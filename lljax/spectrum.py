@@ -788,12 +788,12 @@ def eigsh(
     return the next distinct values in place of the missing copies, each with a small
     residual and ``converged`` set: bottom-5 of a PSD matrix with a 17-fold zero eigenvalue
     (next eigenvalues 1e-3, 7.6e-3) comes back as ``[0, 0, 0, 1e-3, 7.6e-3]``, not five
-    zeros. ``converged`` certifies each returned
-    pair as an eigenpair, not that none was skipped. Null spaces (GGN, Fisher, the bottom
-    of a PSD block) and exact symmetries (per-layer blocks at uniform predictions, linear
-    models) have such multiplicities: pass ``block_size=k`` there. On distinct eigenvalues
-    blocks cost more matvecs (measured on a 650-parameter MLP Hessian, top-5 to 1e-10: 81
-    matvecs at ``b = 1``, 117 at 2, 190 at 5).
+    zeros. ``converged`` certifies each returned pair as an eigenpair, not that none was
+    skipped. Null spaces (GGN, Fisher, the bottom of a PSD block) and exact symmetries
+    (per-layer blocks at uniform predictions, linear models) have such multiplicities:
+    pass ``block_size=k`` there. On distinct eigenvalues blocks cost more matvecs
+    (measured on a 650-parameter MLP Hessian, top-5 to 1e-10: 81 matvecs at ``b = 1``, 117
+    at 2, 190 at 5).
 
     Raises:
       ValueError: bad ``k``/``which``/``num_steps``/``key``, or a basis too large for memory.
@@ -849,7 +849,8 @@ def eigsh(
     # Vectors kept at a restart: the k wanted and about half the rest, rounded so that b
     # divides the columns added per restart (their products then run as blocks).
     p = max(1, min(k + (m - k) // 2, m - b))
-    p = max(p, m - b * ((m - p) // b)) if m - p >= b else p
+    if m - p >= b:
+        p = m - b * ((m - p) // b)
 
     k_start, k_run = jr.split(key)
     Q = jnp.zeros((m + b, n), dtype).at[:b].set(_start_block(k_start, n, b, dtype, v0, sdt))
