@@ -76,6 +76,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lljax import _static
 from lljax import data as data_lib
 from lljax import train as train_lib
 
@@ -201,7 +202,7 @@ def _tree_index(tree, idx):
     return jax.tree.map(lambda x: x[idx], tree)
 
 
-_init_params_jit = jax.jit(lambda model, keys: jax.vmap(model.init)(keys), static_argnums=0)
+_init_params_jit = _static.jit(lambda model, keys: jax.vmap(model.init)(keys), static_argnums=0)
 
 
 def _init_states(model, optimizer, params, init_keys, data_keys, hyperparams):
@@ -214,7 +215,7 @@ def _init_states(model, optimizer, params, init_keys, data_keys, hyperparams):
     return jax.vmap(lambda p, dk, hp: one(p, None, dk, hp))(params, data_keys, hyperparams)
 
 
-_init_states_jit = jax.jit(_init_states, static_argnums=(0, 1))
+_init_states_jit = _static.jit(_init_states, static_argnums=(0, 1))
 
 
 # --------------------------------------------------------------------------------------
@@ -255,7 +256,7 @@ def _vmapped(fn, population, *args):
     return jax.vmap(fn, in_axes=(0,) + (None,) * len(args))(population, *args)
 
 
-_vmapped_jit = jax.jit(_vmapped, static_argnums=0)
+_vmapped_jit = _static.jit(_vmapped, static_argnums=0)
 
 
 def _chunked(apply: Callable, tree, chunk_size: int | None):
@@ -278,8 +279,8 @@ def map(fn: Callable, population, *args, chunk_size: int | None = None):  # noqa
     ``population`` is any pytree with a leading member axis (params, or ``(params, keys)``);
     ``args`` are passed unchanged to every call (pass data here rather than closing over
     it, so it is an argument of the compiled program, not a constant). One program is
-    compiled per ``(fn, chunk_size)``, reused across chunks and calls; pass a named function
-    (not a fresh lambda) to reuse it across calls.
+    compiled per ``(fn, chunk_size)``, reused across chunks and calls (``fn`` is compared by
+    value: a fresh lambda with the same code and captured values reuses it).
 
     Args:
       fn: a per-member function, jit-compatible.
@@ -399,6 +400,7 @@ def _estimate_bytes(loss_fn, optimizer, params_spec, hp_spec, x, y, xe, ye):
         treedef, leaves = spec
         return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
 
+    loss_fn, optimizer = _static.unwrap(loss_fn), _static.unwrap(optimizer)
     params, hyperparams = structs(params_spec), structs(hp_spec)
     state = jax.eval_shape(
         lambda p, hp: train_lib.init_state(p, optimizer, key=jr.key(0), hyperparams=hp),
@@ -450,8 +452,8 @@ def memory_estimate(
 
     n_eval = data.num_test if eval_batch_size is None else min(eval_batch_size, data.num_test)
     b_state, b_step = _estimate_bytes(
-        loss_fn,
-        optimizer,
+        _static.Static(loss_fn),
+        _static.Static(optimizer),
         spec(params),
         spec(dict(hyperparams or {})),
         ((batch_size, *data.x_train.shape[1:]), _dtype(data.x_train)),
@@ -487,7 +489,7 @@ def _run_population(loss_fn, optimizer, data, state, *, num_steps, batch_size, l
     return jax.vmap(one)(state)
 
 
-_run_population_jit = jax.jit(_run_population, static_argnames=train_lib._RUN_STATIC)
+_run_population_jit = _static.jit(_run_population, static_argnames=train_lib._RUN_STATIC)
 
 
 def _hyperparams(hyperparams, m: int) -> dict:
@@ -550,9 +552,9 @@ def train(
         may be ``None`` when ``params`` is given.
       loss_fn: ``loss_fn(params, (x, y)) -> scalar`` for one member.
       optimizer: an optax transformation, or a factory of the ``hyperparams`` (module
-        docstring). Part of the compiled program's identity: pass the same object to
-        later calls to reuse it (a new ``optax.sgd(0.1)`` per call compiles again; per-member
-        values that change between calls belong in ``hyperparams``).
+        docstring). Part of the compiled program's identity, compared by value: a new
+        ``optax.sgd(0.1)`` in a later call reuses the program, ``optax.sgd(0.2)`` compiles
+        again (values that change between calls belong in ``hyperparams``).
       data: a :class:`~lljax.data.Dataset`, shared by all members.
       key: population key; member ``i`` uses ``fold_in(key, i)``. Needs ``num_members``.
       keys: explicit member keys ``(members,)`` instead of ``key``.

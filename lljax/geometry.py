@@ -56,6 +56,7 @@ from flax import struct
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from lljax import _static
 from lljax import curvature as curvature_lib
 from lljax import data as data_lib
 from lljax import spectrum as spectrum_lib
@@ -99,29 +100,6 @@ def _is_array(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray, np.generic))
 
 
-class _Static:
-    """A non-array kwarg leaf as static jit data: equal by type and value (by identity when
-    unhashable), so each distinct value gets its own compilation, as a closure would."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value):
-        self.value = value
-
-    def _key(self):
-        try:
-            hash(self.value)
-        except TypeError:
-            return type(self.value), id(self.value)
-        return type(self.value), self.value
-
-    def __hash__(self):
-        return hash(self._key())
-
-    def __eq__(self, other):
-        return isinstance(other, _Static) and self._key() == other._key()
-
-
 @jax.tree_util.register_pytree_node_class
 class _LossKwargs(Mapping):
     """``loss_kwargs`` as one argument of the jitted kernels.
@@ -147,7 +125,7 @@ class _LossKwargs(Mapping):
         leaves, treedef = jax.tree.flatten(self._kwargs)
         dynamic = tuple(_is_array(x) for x in leaves)
         arrays = [x for x, d in zip(leaves, dynamic, strict=True) if d]
-        static = tuple(_Static(x) for x, d in zip(leaves, dynamic, strict=True) if not d)
+        static = tuple(_static.Static(x) for x, d in zip(leaves, dynamic, strict=True) if not d)
         return arrays, (treedef, dynamic, static)
 
     @classmethod
@@ -339,7 +317,7 @@ def top_eigenvalue(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "tol"))
+@functools.partial(_static.jit, static_argnames=("loss_fn", "num_steps", "tol"))
 def _top_eigenvalue(loss_fn, params, batch, key, loss_kwargs, *, num_steps, tol):
     H = curvature_lib.hessian(loss_fn, params, batch, **loss_kwargs)
     r = spectrum_lib.eigsh(H, k=1, which="LA", key=key, num_steps=num_steps, tol=tol)
@@ -382,7 +360,7 @@ def hessian_trace(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_probes", "method"))
+@functools.partial(_static.jit, static_argnames=("loss_fn", "num_probes", "method"))
 def _hessian_trace(loss_fn, params, batch, key, loss_kwargs, *, num_probes, method):
     H = curvature_lib.hessian(loss_fn, params, batch, **loss_kwargs)
     return spectrum_lib.trace(H, key=key, num_probes=num_probes, method=method)
@@ -469,7 +447,7 @@ def epsilon_sharpness(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_steps", "num_lanczos_steps"))
+@functools.partial(_static.jit, static_argnames=("loss_fn", "num_steps", "num_lanczos_steps"))
 def _epsilon_sharpness(
     loss_fn, params, batch, key, epsilon, step_size, loss_kwargs, *, num_steps, num_lanczos_steps
 ):
@@ -580,7 +558,7 @@ def expected_sharpness(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "num_samples", "chunk_size"))
+@functools.partial(_static.jit, static_argnames=("loss_fn", "num_samples", "chunk_size"))
 def _expected_sharpness(
     loss_fn, params, batch, key, sigma, loss_kwargs, *, num_samples, chunk_size
 ):
@@ -668,7 +646,7 @@ def pac_bayes_flatness(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("loss_fn", "num_samples", "num_bisections", "chunk_size")
+    _static.jit, static_argnames=("loss_fn", "num_samples", "num_bisections", "chunk_size")
 )
 def _pac_bayes_flatness(
     loss_fn,
@@ -865,7 +843,7 @@ def sharpness(
 
 
 @functools.partial(
-    jax.jit,
+    _static.jit,
     static_argnames=("loss_fn", "measures", "num_samples", "num_probes", "num_steps", "chunk_size"),
 )
 def _sharpness(
@@ -1065,7 +1043,7 @@ def basin_volume(
 
 
 @functools.partial(
-    jax.jit,
+    _static.jit,
     static_argnames=(
         "loss_fn",
         "num_directions",
@@ -1280,7 +1258,7 @@ def hessian_directions(
     )
 
 
-@functools.partial(jax.jit, static_argnames=("loss_fn", "k", "which"))
+@functools.partial(_static.jit, static_argnames=("loss_fn", "k", "which"))
 def _hessian_directions(loss_fn, params, batch, key, loss_kwargs, *, k, which):
     H = curvature_lib.hessian(loss_fn, params, batch, **loss_kwargs)
     r = spectrum_lib.eigsh(H, k=k, which=which, key=key)
@@ -1365,7 +1343,7 @@ def slice_1d(
 
 
 @functools.partial(
-    jax.jit,
+    _static.jit,
     static_argnames=("loss_fn", "num_points", "normalization", "vectors", "chunk_size"),
 )
 def _slice_1d(
@@ -1451,7 +1429,7 @@ def slice_2d(
 
 
 @functools.partial(
-    jax.jit,
+    _static.jit,
     static_argnames=("loss_fn", "num_points", "normalization", "vectors", "chunk_size"),
 )
 def _slice_2d(
@@ -1607,7 +1585,7 @@ def interpolate(
 
 
 @functools.partial(
-    jax.jit,
+    _static.jit,
     static_argnames=("loss_fn", "num_points", "accuracy_fn", "apply_kwargs_fn", "chunk_size"),
 )
 def _interpolate(
@@ -1921,7 +1899,7 @@ def connect(
 
 
 @functools.partial(
-    jax.jit,
+    _static.jit,
     static_argnames=(
         "loss_fn",
         "kind",

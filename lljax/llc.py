@@ -46,7 +46,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from lljax import _linalg, optim
+from lljax import _linalg, _static, optim
 
 Params = Any
 
@@ -477,8 +477,8 @@ def _summary(state: LLCState, hyper: _Hyper, cfg: _Config) -> LLCResult:
     )
 
 
-_init_jit = jax.jit(_init, static_argnames=("loss_fn", "cfg"))
-_run_jit = jax.jit(_run, static_argnames=("loss_fn", "cfg", "num_steps"))
+_init_jit = _static.jit(_init, static_argnames=("loss_fn", "cfg"))
+_run_jit = _static.jit(_run, static_argnames=("loss_fn", "cfg", "num_steps"))
 _summary_jit = jax.jit(_summary, static_argnames=("cfg",))
 
 

@@ -58,7 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from lljax import _linalg
+from lljax import _linalg, _static
 from lljax import models as models_lib
 
 Activation = str | Callable[[jax.Array], jax.Array]
@@ -210,7 +210,7 @@ def _bracket(g: Callable, exponents: np.ndarray, dtype, tol: float = 0.0):
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_static.jit, static_argnums=0)
 def _length_map(act, sigma_w2, sigma_b2, q):
     dtype = _dtype(sigma_w2, sigma_b2, q)
     e = _gaussian_expectation(lambda u: jnp.square(act(u)), jnp.asarray(q, dtype), dtype)
@@ -243,7 +243,7 @@ def length_map(activation: Activation, sigma_w2, sigma_b2, q) -> jax.Array:
     return _length_map(_resolve(activation), sigma_w2, sigma_b2, q)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_static.jit, static_argnums=0)
 def _q_star(act, sigma_w2, sigma_b2):
     dtype = _dtype(sigma_w2, sigma_b2)
     sigma_w2 = jnp.asarray(sigma_w2, dtype)
@@ -324,7 +324,7 @@ def _cmap_once(act, sigma_w2, sigma_b2, q, c, dtype):
     return q12 / jnp.sqrt(q11 * q22)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6))
+@functools.partial(_static.jit, static_argnums=(0, 5, 6))
 def _correlation_map(act, sigma_w2, sigma_b2, c, q, num_iters, trajectory):
     dtype = _dtype(sigma_w2, sigma_b2, c)
     c = jnp.asarray(c, dtype)
@@ -393,7 +393,7 @@ def correlation_map(
     )
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_static.jit, static_argnums=0)
 def _chi1(act, sigma_w2, sigma_b2):
     dtype = _dtype(sigma_w2, sigma_b2)
     q = _cap_q(_q_star(act, sigma_w2, sigma_b2), dtype)
@@ -452,7 +452,7 @@ class MeanField(NamedTuple):
     xi_q: jax.Array
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_static.jit, static_argnums=0)
 def _mean_field(act, sigma_w2, sigma_b2):
     dtype = _dtype(sigma_w2, sigma_b2)
     sigma_w2 = jnp.asarray(sigma_w2, dtype)
@@ -577,7 +577,7 @@ def depth_scale(activation: Activation, sigma_w2, sigma_b2) -> DepthScale:
     return DepthScale(mf.xi_c, mf.xi_q)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_static.jit, static_argnums=0)
 def _critical_sigma_w2(act, sigma_b2):
     dtype = _dtype(sigma_b2)
     sigma_b2 = jnp.asarray(sigma_b2, dtype)
@@ -844,7 +844,7 @@ def propagation(
     return Propagation(*stacked, names=("input", *names))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
+@functools.partial(_static.jit, static_argnums=(0, 1))
 def _propagation(module, depth, params, x, pairs, cotangent, key, stats):
     # One compiled program per (module, depth, shapes): much cheaper than op-by-op dispatch.
     shapes = jax.eval_shape(
@@ -903,7 +903,7 @@ def jacobian_spectrum(model, params, x: jax.Array, *, stats: Any = None) -> jax.
     return _jacobian_spectrum(model.apply, params, x, stats)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+@functools.partial(_static.jit, static_argnums=0)
 def _jacobian_spectrum(apply_fn, params, x, stats):
     kwargs = {} if stats is None else {"stats": stats}
 

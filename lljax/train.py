@@ -56,6 +56,7 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from lljax import _static
 from lljax import data as data_lib
 from lljax import losses as losses_lib
 
@@ -453,8 +454,8 @@ class _EvalSplits:
 
 
 _RUN_STATIC = ("loss_fn", "optimizer", "num_steps", "batch_size", "log_every", "sampling")
-_run_jit = jax.jit(run, static_argnames=_RUN_STATIC)
-_eval_splits_jit = jax.jit(lambda fn, params, data: fn(params, data), static_argnums=0)
+_run_jit = _static.jit(run, static_argnames=_RUN_STATIC)
+_eval_splits_jit = _static.jit(lambda fn, params, data: fn(params, data), static_argnums=0)
 
 
 # --------------------------------------------------------------------------------------
@@ -885,8 +886,8 @@ def fit(
     Args:
       loss_fn: ``loss_fn(params, (x, y)) -> scalar`` (e.g. :func:`lljax.losses.cross_entropy`).
       params: initial params (must be finite).
-      optimizer: any optax transformation; reuse the same object across calls to reuse
-        the compiled program (a new ``optax.sgd(0.1)`` per call compiles again).
+      optimizer: any optax transformation. It and ``loss_fn`` are compared by value, so
+        a new ``optax.sgd(0.1)`` in a later call reuses the compiled program.
       data: a :class:`~lljax.data.Dataset`.
       steps: total number of optimizer steps (counting those of a resumed checkpoint).
       batch_size: examples per step (at most the number of training examples).
