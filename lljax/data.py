@@ -165,13 +165,14 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8
 
     Args:
       seed: the generator's seed (42 gives the published dataset).
-      num_samples: train + test examples.
-      train_split: fraction of ``num_samples`` used for training.
+      num_samples: train + test examples; the generator makes ``num_samples // 10`` per
+        class, so it is rounded down to a multiple of 10.
+      train_split: fraction of those examples used for training.
 
     Raises:
       ImportError: if the optional ``mnist1d`` package is missing (``pip install lljax[data]``).
-      ValueError: on a non-integer ``seed``, a non-positive ``num_samples``, or a
-        ``train_split`` that leaves the train or the test split empty.
+      ValueError: on a non-integer ``seed``, ``num_samples`` < 10, or a ``train_split``
+        that leaves the train or the test split empty.
 
     References:
       Greydanus & Kobak, "Scaling down deep learning with MNIST-1D", arXiv:2011.14439.
@@ -181,13 +182,16 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8
     except TypeError:
         raise ValueError(f"seed: expected an int, got {seed!r}") from None
     num_samples = _positive_int(num_samples, "num_samples")
+    if num_samples < 10:
+        raise ValueError(f"num_samples: expected at least 10 (one per class), got {num_samples}")
     if not 0 < train_split < 1:
         raise ValueError(f"train_split: expected a value in (0, 1), got {train_split}")
-    num_train = int(num_samples * train_split)  # the generator's own split rule
-    if not 0 < num_train < num_samples:
+    total = 10 * (num_samples // 10)  # the generator's own rules: whole classes, then split
+    num_train = int(total * train_split)
+    if not 0 < num_train < total:
         raise ValueError(
-            f"train_split: {train_split} of num_samples={num_samples} gives {num_train} train "
-            f"and {num_samples - num_train} test examples; both need at least one"
+            f"train_split: {train_split} of {total} examples (num_samples={num_samples}) gives "
+            f"{num_train} train and {total - num_train} test examples; both need at least one"
         )
     return _mnist1d_cached(seed, num_samples, float(train_split))
 

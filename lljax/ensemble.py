@@ -25,9 +25,10 @@ hyperparameters too (e.g. a per-member SGLD key: ``hyperparams={"key": keys}``).
 
 Memory. :func:`memory_estimate` bounds the bytes one member needs (train state twice, as
 the scan carries a copy, plus every intermediate of one step, an upper bound) and compares
-it with the free device memory (``device.memory_stats()``; on CPU, which reports none, half
-the physical RAM, or the ``LLJAX_DEVICE_MEMORY`` environment variable in bytes). ``train``
-and :func:`map` then vmap over chunks of members that fit, with results unchanged.
+it with the free device memory (the ``LLJAX_DEVICE_MEMORY`` environment variable in bytes if
+set, else ``device.memory_stats()``, else, on CPU, half the physical RAM). ``train`` then
+vmaps over chunks of members that fit, with results unchanged; :func:`map` and
+:func:`summary` chunk by their ``chunk_size``.
 
 Sharding. ``train(..., shard=True)`` (or ``mesh=`` a ``jax.sharding.Mesh`` with a
 ``"member"`` axis) places the member axis across devices with ``NamedSharding``; members
@@ -197,9 +198,12 @@ def _resolve_member_keys(key, keys, num_members):
     return member_keys(key, num_members)
 
 
-@jax.jit
-def _tree_index(tree, idx):
-    return jax.tree.map(lambda x: x[idx], tree)
+@functools.partial(jax.jit, static_argnums=2)
+def _tree_index(tree, idx, sharding=None):
+    """Members ``idx`` of ``tree``; ``sharding`` keeps the result split over the member
+    axis (a plain gather of a sharded array comes back replicated on every device)."""
+    out = jax.tree.map(lambda x: x[idx], tree)
+    return out if sharding is None else jax.lax.with_sharding_constraint(out, sharding)
 
 
 _init_params_jit = _static.jit(lambda model, keys: jax.vmap(model.init)(keys), static_argnums=0)
@@ -259,18 +263,22 @@ def _vmapped(fn, population, *args):
 _vmapped_jit = _static.jit(_vmapped, static_argnums=0)
 
 
-def _chunked(apply: Callable, tree, chunk_size: int | None):
-    """``apply(sub_tree)`` over member chunks of a fixed size (the last padded by repeats)."""
+def _chunked(apply: Callable, tree, chunk_size: int | None, mesh: Mesh | None = None):
+    """``apply(sub_tree)`` over member chunks of a fixed size (the last padded by repeats);
+    with a ``mesh`` (whose size divides ``chunk_size``) each chunk, and the result, stay
+    split over its member axis."""
     m = _num_members(tree)
     if chunk_size is None or chunk_size >= m:
         return apply(tree)
+    sharding = NamedSharding(mesh, P(MEMBER_AXIS)) if mesh is not None else None
     outs = []
     for lo in range(0, m, chunk_size):
         idx = np.minimum(np.arange(lo, lo + chunk_size), m - 1)
-        out = apply(_tree_index(tree, idx))
+        out = apply(_tree_index(tree, idx, sharding))
         valid = min(chunk_size, m - lo)
         outs.append(out if valid == chunk_size else _tree_index(out, np.arange(valid)))
-    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+    out = jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+    return out if mesh is None or m % mesh.shape[MEMBER_AXIS] else _place(out, mesh)
 
 
 def map(fn: Callable, population, *args, chunk_size: int | None = None):  # noqa: A001
@@ -336,9 +344,9 @@ class MemoryEstimate(NamedTuple):
 def available_memory(device: jax.Device | None = None) -> tuple[int, str]:
     """Free bytes on ``device`` and where the figure came from.
 
-    Uses ``device.memory_stats()`` (``bytes_limit - bytes_in_use``) where the backend
-    reports it (GPU, TPU); otherwise ``LLJAX_DEVICE_MEMORY`` (bytes) if set, else half the
-    physical memory of the host (CPU).
+    ``LLJAX_DEVICE_MEMORY`` (bytes) if set, an override for every backend; otherwise
+    ``device.memory_stats()`` (``bytes_limit - bytes_in_use``) where the backend reports it
+    (GPU, TPU), else half the physical memory of the host (CPU).
     """
     device = device or jax.devices()[0]
     env = os.environ.get("LLJAX_DEVICE_MEMORY")
@@ -433,7 +441,8 @@ def memory_estimate(
       loss_fn, optimizer, data, batch_size: as for :func:`train`.
       params: params of ONE member (or shape structs).
       hyperparams: one member's hyperparameters (for a factory optimizer).
-      eval_batch_size: evaluation batch (``None``: whole test split), also bounded.
+      eval_batch_size: evaluation batch (``None``: each split whole, as :func:`train`
+        evaluates the train and test splits), also bounded.
       device: the device (default: the first).
 
     Examples:
@@ -450,7 +459,9 @@ def memory_estimate(
         leaves, treedef = jax.tree.flatten(tree)
         return treedef, tuple((tuple(np.shape(x)), _dtype(x)) for x in leaves)
 
-    n_eval = data.num_test if eval_batch_size is None else min(eval_batch_size, data.num_test)
+    # Evaluation runs on both splits, each whole unless eval_batch_size bounds it.
+    n_eval = max(data.num_train, data.num_test)
+    n_eval = n_eval if eval_batch_size is None else min(eval_batch_size, n_eval)
     b_state, b_step = _estimate_bytes(
         _static.Static(loss_fn),
         _static.Static(optimizer),
@@ -692,7 +703,6 @@ def train(
         data = train_lib._put(data, NamedSharding(mesh, P()))
 
     history: dict = {}
-    chunk_size = chunk_size or train_lib.DEFAULT_CHUNK_SIZE
     start = 0  # known without waiting for the device, unless a checkpoint is loaded
     if checkpoint_dir is not None:
         meta = {
@@ -722,7 +732,7 @@ def train(
     )
 
     def evaluate_fn(p):
-        out = _chunked(lambda sub: _vmapped_jit(eval_member, sub, data), p, member_chunk_size)
+        out = _chunked(lambda sub: _vmapped_jit(eval_member, sub, data), p, member_chunk_size, mesh)
         return train_lib._tree_to_host(out)
 
     def run_chunk(s, n):
@@ -738,7 +748,7 @@ def train(
                 sampling=sampling,
             )
 
-        return _chunked_pair(apply, s, member_chunk_size)
+        return _chunked(apply, s, member_chunk_size, mesh)
 
     def checkpoint(s, h):
         train_lib.save_checkpoint(checkpoint_dir, s, h, meta=meta)
@@ -763,6 +773,7 @@ def train(
         on_nonfinite=on_nonfinite,
         progress=train_lib._Progress(steps, start, progress, label=f"ensemble[{m}]"),
         start=start,
+        num_members=m,
     )
 
     # Drop the padding members.
@@ -777,11 +788,6 @@ def train(
     return Population(
         state.params, state.opt_state, history, mkeys, ik, state.key, state.hyperparams, state
     )
-
-
-def _chunked_pair(apply, state, chunk_size):
-    """:func:`_chunked` for ``apply(state) -> (state, out)``."""
-    return _chunked(apply, state, chunk_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -915,7 +921,10 @@ def rank_correlation(
     low = high = stderr = float("nan")
     if key is not None and num_bootstrap > 0:
         idx = jr.randint(train_lib.as_key(key), (int(num_bootstrap), n), 0, n)
-        boot = np.asarray(_bootstrap_jit(method, jnp.asarray(a64), jnp.asarray(b64), idx))
+        # Both statistics depend on order and ties alone: dense ranks carry them exactly in
+        # float32, where the values themselves could round into false ties.
+        ra, rb = (np.unique(v, return_inverse=True)[1].astype(np.float32) for v in (a64, b64))
+        boot = np.asarray(_bootstrap_jit(method, jnp.asarray(ra), jnp.asarray(rb), idx))
         boot = boot[np.isfinite(boot)]
         if boot.size:
             q = 100 * np.array([(1 - confidence) / 2, (1 + confidence) / 2])

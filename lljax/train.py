@@ -512,6 +512,8 @@ def _check_common(
     ):
         if v is not None and v % log_every:
             raise ValueError(f"{name}: {v} must be a multiple of log_every={log_every}")
+    if chunk_size is None:  # the default, rounded up so no chunk ends inside a log window
+        chunk_size = -(-DEFAULT_CHUNK_SIZE // log_every) * log_every
     return steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size
 
 
@@ -800,12 +802,13 @@ def _drive(
     on_nonfinite: str,
     progress: _Progress,
     start: int,
+    num_members: int | None = None,
 ):
     """Runs the chunks; shared by :func:`fit` and :func:`lljax.ensemble.train`.
 
     ``run_chunk(state, n) -> (state, out)`` with ``out`` from :func:`run` (leading member
     axis for populations); ``evaluate_fn(params) -> dict`` of host arrays; ``start`` the
-    step ``state`` is at.
+    step ``state`` is at; ``num_members`` the real members (the rest pad the device mesh).
     """
     done = history.get("eval_step")
     if evaluate_fn is not None and start in eval_points and (done is None or done[-1] != start):
@@ -817,22 +820,24 @@ def _drive(
         state, out = run_chunk(state, n)
         out = _tree_to_host(out)
         bad_step, bad_members, member_steps = _first_nonfinite(out, end)
-        if bad_step is not None:
+        if bad_members is not None and num_members is not None:
+            bad_members = [i for i in bad_members if i < num_members]  # not the padding
+        if bad_step is not None and (on_nonfinite == "raise" or bad_members is None):
             where = f" in members {bad_members}" if bad_members is not None else ""
             what = "parameters" if bad_step == end else "training loss"
-            msg = f"non-finite {what} at step {bad_step}{where}"
-            if on_nonfinite == "raise" or bad_members is None:
-                raise NonFiniteLossError(
-                    msg + " (lower the learning rate, check the data, or resume from the "
-                    "last checkpoint)",
-                    step=bad_step,
-                    members=bad_members,
-                )
+            raise NonFiniteLossError(
+                f"non-finite {what} at step {bad_step}{where} (lower the learning rate, check "
+                "the data, or resume from the last checkpoint)",
+                step=bad_step,
+                members=bad_members,
+            )
+        if on_nonfinite == "flag" and np.ndim(member_steps):
+            # -1 until a member diverges; one whose last update broke its params counts at
+            # `end`.
             diverged = history.get("diverged_step")
-            new = member_steps  # a member whose last update broke its params counts at `end`
             if diverged is not None:
-                new = np.where(diverged >= 0, diverged, new)
-            history["diverged_step"] = new
+                member_steps = np.where(diverged >= 0, diverged, member_steps)
+            history["diverged_step"] = member_steps
         num_w = out["loss"].shape[-1]
         _append(history, {"step": cur + log_every * np.arange(num_w), "loss": out["loss"]})
         cur = end
@@ -895,8 +900,9 @@ def fit(
       eval_every: evaluate on the whole splits every this many steps (and at steps 0 and
         ``steps``); ``None`` evaluates once at the end.
       log_every: record the minibatch loss averaged over windows of this many steps.
-      chunk_size: steps per compiled call (default 1000); chunk boundaries are absolute
-        multiples, so resumed runs are cut like uninterrupted ones.
+      chunk_size: steps per compiled call (default 1000, rounded up to a multiple of
+        ``log_every``); chunk boundaries are absolute multiples, so resumed runs are cut
+        like uninterrupted ones.
       checkpoint_dir: save to this folder and resume from it automatically.
       checkpoint_every: save every this many steps (default: after every chunk) and at
         the end.
@@ -934,7 +940,6 @@ def fit(
             raise ValueError(f"eval_splits: expected 'train'/'test', got {s!r}")
     _check_finite_params(params)
     key = as_key(key)
-    chunk_size = chunk_size or DEFAULT_CHUNK_SIZE
     t0 = time.perf_counter()
 
     state = init_state(params, optimizer, key=key)

@@ -207,7 +207,11 @@ def test_epoch_batches_cover_each_example_once():
 def test_mnist1d_refuses_empty_splits_and_bad_seeds():
     with pytest.raises(ValueError, match="train_split"):
         ll.data.mnist1d(num_samples=10, train_split=0.01)
-    with pytest.raises(ValueError, match="train_split"):
-        ll.data.mnist1d(num_samples=3, train_split=0.2)
+    with pytest.raises(ValueError, match="num_samples"):
+        ll.data.mnist1d(num_samples=5)  # fewer than one per class
+    with pytest.raises(ValueError, match="train_split"):  # 19 samples make 10, none to train
+        ll.data.mnist1d(num_samples=19, train_split=0.06)
+    d = ll.data.mnist1d(num_samples=25)  # whole classes: 20 examples, split 16 / 4
+    assert (d.num_train, d.num_test) == (16, 4)
     with pytest.raises(ValueError, match="seed"):
         ll.data.mnist1d(seed="x")

@@ -189,6 +189,10 @@ def test_memory_estimate_and_automatic_chunking(monkeypatch):
     n_params = sum(x.size for x in jax.tree.leaves(params))
     assert est.bytes_state == 4 * n_params  # plain SGD has an empty state
     assert est.bytes_step > 8 * 8 * 4  # at least the hidden activations of one batch
+    # Evaluation covers the larger train split too: 40 examples, not the 24 test ones.
+    big = ll.data.gaussian_mixture(key=jr.key(0), num_train=4000, num_test=24, num_classes=3, dim=4)
+    est_big = ensemble.memory_estimate(LOSS, params, OPT, big, batch_size=8)
+    assert est_big.bytes_step > 4000 * 8 * 4  # the hidden activations of the train split
     # Pretend the device holds about 3 members' worth: train chunks instead of failing.
     budget = (2 * est.bytes_state * 4 + 3.5 * est.bytes_step) / 0.8
     monkeypatch.setenv("LLJAX_DEVICE_MEMORY", str(int(budget)))
@@ -216,6 +220,31 @@ def test_sharded_equals_single_device():
     # The state really is spread over the devices before the padding is dropped.
     st = ensemble.shard(ensemble.init(MODEL, key=jr.key(0), num_members=4))
     assert len(st["Dense_0"]["kernel"].sharding.device_set) == 4
+
+
+def test_member_chunks_stay_sharded_and_padding_is_never_blamed():
+    sharded = ensemble.train(
+        MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=8, shard=True, member_chunk_size=4, **KW
+    )
+    single = ensemble.train(MODEL, LOSS, OPT, DATA, key=jr.key(10), num_members=8, **KW)
+    leaf = sharded.params["Dense_0"]["kernel"]
+    assert leaf.sharding.spec[0] == ensemble.MEMBER_AXIS  # not gathered onto every device
+    assert leaf.addressable_shards[0].data.shape[0] == 2
+    _leaves_close(single.params, sharded.params, rtol=1e-5, atol=1e-6)
+    # 3 members on 4 devices: the padding copies the diverging last member.
+    with pytest.raises(train.NonFiniteLossError, match=r"members \[2\]") as e:
+        ensemble.train(
+            MODEL,
+            LOSS,
+            _sgd,
+            DATA,
+            key=jr.key(12),
+            num_members=3,
+            hyperparams={"lr": jnp.array([0.1, 0.05, 1e4])},
+            shard=True,
+            **KW,
+        )
+    assert e.value.members == [2]
 
 
 def test_population_resume_is_identical(tmp_path):
@@ -247,6 +276,8 @@ def test_divergence_is_raised_or_flagged():
     d = pop.history["diverged_step"]
     assert d.tolist() == [-1, e.value.step, -1, -1]
     assert np.all(np.isfinite(pop.history["loss"][[0, 2, 3]]))
+    calm = ensemble.train(MODEL, LOSS, OPT, DATA, keys=keys, on_nonfinite="flag", **KW)
+    assert calm.history["diverged_step"].tolist() == [-1] * 4  # present when none diverge
 
 
 @pytest.mark.parametrize(
@@ -340,6 +371,11 @@ def test_rank_correlation_bootstrap():
     assert ensemble.rank_correlation(x, y2, key=jr.key(0), num_bootstrap=50).n == 59
     with pytest.raises(ValueError, match="method"):
         ensemble.rank_correlation(x, y, method="pearson")
+    # Values distinct in float64 but not in float32: the bootstrap sees their ranks.
+    for a in (2.0**24 + np.arange(10.0), 1 + 1e-9 * np.arange(10.0)):
+        for method in ("kendall", "spearman"):
+            r = ensemble.rank_correlation(a, np.arange(10.0), method=method, key=jr.key(0))
+            assert r.value == 1.0 and r.low > 1 - 1e-6 and r.high == 1.0
 
 
 def test_divergence_in_the_last_update_is_flagged_at_the_end():

@@ -32,7 +32,7 @@ def test_values_are_compared_with_their_types_and_bits():
     assert Static(1) != Static(1.0) != Static(True)
     assert Static(0.0) != Static(-0.0)
     assert Static(float("nan")) == Static(float("nan"))
-    small = lambda a: (lambda x: a * x)  # noqa: E731
+    small = lambda a: lambda x: a * x  # noqa: E731
     assert Static(small(np.ones(3))) == Static(small(np.ones(3)))
     assert Static(small(np.ones(3))) != Static(small(np.ones(3, np.float32)))
     assert Static(small(np.ones(3))) != Static(small(np.array([1.0, 1.0, 2.0])))
@@ -49,7 +49,7 @@ def test_opaque_values_keep_jit_semantics():
         scale = 2.0
 
     obj = Opaque()
-    make = lambda o: (lambda x: o.scale * x)  # noqa: E731
+    make = lambda o: lambda x: o.scale * x  # noqa: E731
     assert Static(make(obj)) != Static(make(obj))  # two closures: identity, as jax.jit
     f = make(obj)
     assert Static(f) == Static(f)
@@ -102,8 +102,8 @@ def test_fit_with_a_new_equal_optimizer_reuses_the_program():
         np.testing.assert_array_equal(x, y)
     c = train.fit(loss, params, optax.sgd(0.2), DATA, **kw)
     assert train._run_jit._cache_size() == size + 1
-    diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(*map(jax.tree.leaves, (a.params, c.params))))
-    assert diff > 1e-3
+    diff = jax.tree.map(lambda x, y: float(jnp.max(jnp.abs(x - y))), a.params, c.params)
+    assert max(jax.tree.leaves(diff)) > 1e-3
 
 
 def test_ensemble_train_with_new_equal_arguments_reuses_the_program():

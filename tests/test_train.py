@@ -106,6 +106,13 @@ def test_chunking_and_log_every_do_not_change_the_run():
     assert b.history["step"].tolist() == [0, 5, 10, 15, 20, 25]
 
 
+def test_default_chunks_never_split_a_log_window():
+    # The default chunk (1000 steps) is rounded up to a multiple of log_every.
+    kw = dict(steps=1005, batch_size=8, key=jr.key(5), progress=False, log_every=3)
+    r = train.fit(LOSS, PARAMS, OPT, DATA, **kw)
+    np.testing.assert_array_equal(r.history["step"], np.arange(0, 1005, 3))
+
+
 def test_resume_is_bit_identical(tmp_path):
     kw = dict(batch_size=8, key=jr.key(6), chunk_size=10, eval_every=10, progress=False)
     straight = train.fit(LOSS, PARAMS, OPT, DATA, steps=40, **kw)
