@@ -159,7 +159,29 @@ def _axpy(a, x: Params, y: Params) -> Params:
 
 
 def _lerp(t, a: Params, b: Params) -> Params:
-    return jax.tree.map(lambda ai, bi: ai + (t * (bi - ai)).astype(ai.dtype), a, b)
+    # (1 − t) a + t b, not a + t (b − a): exactly b at t = 1, exactly a at t = 0.
+    return jax.tree.map(lambda ai, bi: ((1 - t) * ai + t * bi).astype(ai.dtype), a, b)
+
+
+def _grid(radius, num_points: int, dtype) -> jax.Array:
+    """``num_points`` values from −radius to radius, symmetric, built from integers so the
+    middle of an odd grid is exactly 0 (``linspace`` gives ±1e-8) and the ends exactly
+    ±radius."""
+    k = 2 * jnp.arange(num_points, dtype=dtype) - (num_points - 1)
+    return radius * k / max(num_points - 1, 1)
+
+
+def _check_like(tree: Params, params: Params, name: str, like: str = "params"):
+    """A ValueError unless ``tree`` has the structure and leaf shapes of ``params``."""
+    if jax.tree.structure(tree) != jax.tree.structure(params):
+        raise ValueError(f"{name}: expected the same tree structure as {like}")
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    for (path, a), b in zip(leaves, jax.tree.leaves(tree), strict=True):
+        if jnp.shape(a) != jnp.shape(b):
+            raise ValueError(
+                f"{name}: leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(b)}, "
+                f"expected {jnp.shape(a)} as in {like}"
+            )
 
 
 def _stderr(samples: jax.Array) -> jax.Array:
@@ -1285,9 +1307,10 @@ def slice_1d(
     ``normalization`` and ``vectors``; filter normalisation by default, biases and
     normalisation parameters zeroed) or given as ``direction`` and then used as is (e.g. a
     Hessian eigenvector from :func:`hessian_directions`; call :func:`normalize_direction`
-    yourself to rescale it). With filter normalisation the plot is invariant to the
-    rescalings that leave a ReLU network's function unchanged, so slices of different
-    networks can be compared (Li et al. 2018).
+    yourself to rescale it). With filter normalisation the plot is invariant to rescaling a
+    ReLU layer by c and the next by 1/c (which leaves the function unchanged), so slices of
+    different networks can be compared (Li et al. 2018); rescaling single hidden units
+    changes it, since a filter holds a unit's incoming weights, not its outgoing ones.
 
     Args:
       loss_fn: ``loss_fn(params, batch, **loss_kwargs) -> scalar``.
@@ -1327,6 +1350,8 @@ def slice_1d(
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw a direction (or pass direction=)")
         key = as_key(key)
+    else:
+        _check_like(direction, params, "direction")
     return _slice_1d(
         loss_fn,
         params,
@@ -1363,7 +1388,7 @@ def _slice_1d(
     if direction is None:
         direction = random_direction(params, key=key, normalization=normalization, vectors=vectors)
     dtype = _float_dtype(params)
-    alphas = jnp.linspace(-radius, radius, num_points, dtype=dtype)
+    alphas = _grid(radius, num_points, dtype)
     f = lambda a: loss_fn(_axpy(a, direction, params), batch, **loss_kwargs)
     return Slice1D(alphas, _map(f, alphas, chunk_size), direction)
 
@@ -1413,6 +1438,8 @@ def slice_2d(
         raise ValueError(f"directions: expected a pair of directions, got {len(directions)}")
     else:
         directions = tuple(directions)
+        for i, d in enumerate(directions):
+            _check_like(d, params, f"directions[{i}]")
     return _slice_2d(
         loss_fn,
         params,
@@ -1453,7 +1480,7 @@ def _slice_2d(
         )
     d1, d2 = directions
     dtype = _float_dtype(params)
-    alphas = jnp.linspace(-radius, radius, num_points, dtype=dtype)
+    alphas = _grid(radius, num_points, dtype)
     a, b = jnp.meshgrid(alphas, alphas, indexing="ij")
 
     def f(ab):
@@ -1562,15 +1589,7 @@ def interpolate(
       Goodfellow et al. 2015, arXiv:1412.6544; Frankle et al. 2020, arXiv:1912.05671.
     """
     num_points = _check_int(num_points, "num_points", low=2)
-    if jax.tree.structure(params_a) != jax.tree.structure(params_b):
-        raise ValueError("params_b: expected the same tree structure as params_a")
-    leaves_a = jax.tree_util.tree_leaves_with_path(params_a)
-    for (path, a), b in zip(leaves_a, jax.tree.leaves(params_b), strict=True):
-        if jnp.shape(a) != jnp.shape(b):
-            raise ValueError(
-                f"params_b: leaf {jax.tree_util.keystr(path)} has shape {jnp.shape(b)}, "
-                f"expected {jnp.shape(a)} as in params_a"
-            )
+    _check_like(params_b, params_a, "params_b", "params_a")
     return _interpolate(
         loss_fn,
         params_a,
@@ -1863,8 +1882,7 @@ def connect(
         raise ValueError(f"kind: expected one of {CURVES}, got {kind!r}")
     num_bends = _check_int(num_bends, "num_bends")
     steps = _check_int(steps, "steps")
-    if jax.tree.structure(params_a) != jax.tree.structure(params_b):
-        raise ValueError("params_b: expected the same tree structure as params_a")
+    _check_like(params_b, params_a, "params_b", "params_a")
     is_data = isinstance(data_or_batch, data_lib.Dataset)
     if is_data:
         if batch_size is None:

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from lljax import init as init_lib
@@ -282,18 +283,19 @@ def _check_widths(name: str, widths, min_len: int = 1) -> tuple[int, ...]:
     except TypeError:
         raise ValueError(f"{name}: expected a sequence of positive ints, got {widths!r}") from None
     if len(widths) < min_len or not all(
-        isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths
+        isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w > 0 for w in widths
     ):
         raise ValueError(
             f"{name}: expected a sequence of at least {min_len} positive ints, got {widths!r}"
         )
+    widths = tuple(int(w) for w in widths)  # numpy ints too, as plain (hashable) ints
     return widths
 
 
 def _check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_dtype(dtype):
@@ -1232,6 +1234,13 @@ class Transformer(nn.Module):
         pos = self.param(
             "pos_embed", nn.initializers.normal(std), (self.seq_len, self.width), self.dtype
         )
+        if tokens.shape[-1] != self.seq_len:
+            raise ValueError(
+                f"tokens: expected sequences of length seq_len={self.seq_len}, got shape "
+                f"{tokens.shape}"
+            )
+        # Out-of-vocabulary ids embed as NaN (take's fill mode), so they poison the loss
+        # visibly rather than silently aliasing another token.
         tokens = tokens.astype(jnp.int32)
         h = jnp.take(embed, tokens, axis=0) + pos.reshape((1, self.seq_len, self.width))
         for i in range(self.num_layers):

@@ -90,6 +90,14 @@ def test_classify_and_finder_contracts():
         critical.find_critical_point(loss_fn, p, b, num_steps=0)
     with pytest.raises(ValueError, match="k"):
         critical.linear_autoencoder_critical_points([2.0, 1.0], 2)
+    with pytest.raises(ValueError, match="eigenvalues"):
+        critical.linear_autoencoder_critical_points(3.0, 1)
+    # The index does not depend on the loss's scale: a saddle of curvature ±2e-6 is one.
+    tiny = lambda p, b: 1e-6 * (p[0] ** 2 - p[1] ** 2)
+    assert int(critical.classify(tiny, jnp.zeros(2), None).index) == 1
+    lam = jnp.concatenate([jnp.full(5, -0.004), jnp.linspace(0.01, 0.5, 495)])
+    quad = lambda p, b: 0.5 * jnp.sum(lam * p**2)
+    assert int(critical.classify(quad, jnp.zeros(500), None).index) == 5
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,6 +124,29 @@ def _expected_time(**noise):
     t = jnp.arange(4 * STEPS)
     cdf = critical.saddle_escape_cdf(t, curvature=GAMMA, learning_rate=LR, radius=RADIUS, **noise)
     return float(jnp.sum(1.0 - cdf))
+
+
+def test_escape_cdf_at_small_and_zero_curvature():
+    # float32: (1 + ηγ)² − 1 rounds to 0 once ηγ < 6e-8; the variance must tend to σ² t.
+    kw = dict(learning_rate=1.0, radius=1.0, noise_std=0.1)
+    t = 1000
+    flat = math.erfc(1.0 / math.sqrt(2 * 0.01 * t))  # v_t = σ² t
+    for gamma in (0.0, 1e-9, 1e-8):
+        a2 = (1 + gamma) ** 2  # float64 reference
+        v = 0.01 * t if gamma == 0 else 0.01 * (a2**t - 1) / (a2 - 1)
+        want = math.erfc(1.0 / math.sqrt(2 * v))
+        got = float(critical.saddle_escape_cdf(t, curvature=gamma, **kw))
+        assert abs(got - want) < 1e-5 and abs(got - flat) < 1e-4, (gamma, got, want)
+    # Overflowing growth is a certain escape, not NaN.
+    big = critical.saddle_escape_cdf(
+        1e6, curvature=1.0, learning_rate=0.1, radius=1.0, initial_std=1e-3, noise_std=0.0
+    )
+    assert float(big) == 1.0
+    # Integer starts are walked in floating point.
+    keys = jax.random.split(jax.random.key(0), 2)
+    step = lambda x, key: x + 0.5 * x + 0.1
+    tau = critical.escape_times(step, jnp.array([0, 0]), keys, num_steps=50, radius=1.0)
+    assert np.all(np.isfinite(tau))
 
 
 def test_gd_never_escapes_from_the_saddle():

@@ -394,6 +394,22 @@ def test_slice_2d_random_and_chunked():
         geo.slice_1d(loss_fn, params, batch)
 
 
+def test_slice_grids_are_centred_and_directions_checked():
+    # The centre of the default grids is params itself, not linspace's ±1e-8.
+    lin = lambda p, b: p[0]
+    s = geo.slice_1d(lin, jnp.zeros(1), None, direction=jnp.ones(1))
+    assert s.alphas.shape == (51,) and float(s.alphas[25]) == 0.0 and float(s.losses[25]) == 0.0
+    assert float(s.alphas[0]) == -1.0 and float(s.alphas[-1]) == 1.0
+    np.testing.assert_allclose(s.alphas, np.linspace(-1, 1, 51), atol=1e-7)
+    s2 = geo.slice_2d(lin, jnp.zeros(1), None, directions=(jnp.ones(1), jnp.ones(1)))
+    assert float(s2.losses[12, 12]) == 0.0
+    sq = lambda p, b: jnp.sum(p**2)
+    with pytest.raises(ValueError, match="direction"):
+        geo.slice_1d(sq, jnp.zeros(3), None, direction=jnp.ones((2, 3)), num_points=3)
+    with pytest.raises(ValueError, match=r"directions\[1\]"):
+        geo.slice_2d(sq, jnp.zeros(3), None, directions=(jnp.ones(3), jnp.ones(())))
+
+
 # --------------------------------------------------------------------------------------
 # Interpolation, instability, connectivity
 
@@ -418,6 +434,11 @@ def test_interpolate_barriers_closed_forms():
     assert float(r.error_barrier) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="params_b"):
         geo.interpolate(RING, a, {"w": b}, None)
+    # The ends are the endpoints exactly (a + t(b − a) misses b by rounding at t = 1).
+    pa, pb = jr.normal(jr.key(0), (100,)), jr.normal(jr.key(1), (100,))
+    dist_b = lambda p, b: jnp.max(jnp.abs(p - pb))
+    r = geo.interpolate(dist_b, pa, pb, None, num_points=3)
+    assert float(r.losses[-1]) == 0.0
 
 
 def test_instability_from_endpoints_and_from_training():

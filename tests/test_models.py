@@ -372,6 +372,13 @@ def test_transformer_on_modular_arithmetic_and_causality():
     b = every.apply(p, jnp.array([[1, 2, 3]]))
     np.testing.assert_allclose(a[:, :2], b[:, :2], rtol=1e-6)
     assert not np.allclose(a[:, 2], b[:, 2])
+    with pytest.raises(ValueError, match="seq_len"):
+        every.apply(p, jnp.array([[1, 2]]))
+    # numpy integers are ints: the same model as with Python ints.
+    same = ll.models.mlp(np.array([4, 8, 3]))
+    assert jax.tree.map(jnp.shape, same.init(KEY)) == jax.tree.map(
+        jnp.shape, ll.models.mlp([4, 8, 3]).init(KEY)
+    )
     # Readout "last" is position T-1 of readout "all" (same parameters).
     np.testing.assert_allclose(
         model.apply(p, data.x_train[:5]),
