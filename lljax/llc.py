@@ -33,6 +33,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import sys
 import time
@@ -130,8 +131,9 @@ def effective_sample_size(trace: jax.Array) -> jax.Array:
     pairs = jnp.where(keep > 0, pairs, 0.0)
     tau = -1 + 2 * pairs.sum(-1)
     total = m * n
-    tau = jnp.maximum(tau, 1.0 / jnp.log10(total))
-    return total / tau
+    tau = jnp.maximum(tau, 1.0 / jnp.log10(total))  # Stan's cap for antithetic chains
+    finite = jnp.all(jnp.isfinite(trace), axis=(-2, -1))
+    return jnp.where(finite, total / tau, jnp.nan)  # no sample size for a broken trace
 
 
 # ----------------------------------------------------------------------------------------
@@ -189,8 +191,12 @@ class LLCResult(NamedTuple):
       rhat: split R-hat of the loss trace across chains.
       acceptance: mean MALA acceptance probability (NaN for the other samplers).
       lambda_max: top Hessian eigenvalue of ``L_n`` at ``w*`` (power iteration).
-      stability: ``step_size · (nβ λ_max + γ)``; the Euler step diverges above 2 and its
-        O(ε) bias grows like ``1/(1 − stability/2)`` before that.
+      stability: the step along the sharpest direction, scaled so that the sampler
+        diverges above 2: ``s = step_size · (nβ λ_max + γ)`` for SGLD and MALA (whose O(ε)
+        bias grows like ``1/(1 − s/2)`` before that); ``s / (2 − α)`` for SGHMC with
+        friction α (heavy ball: stable while ``s < 2(2 − α)``); ``s / eps`` for pSGLD,
+        whose preconditioner reaches ``1/eps`` where gradients vanish, as at ``w*`` on its
+        first steps (ν starts at 0).
       warnings: human-readable problems found on the host (empty under ``jit``/``vmap``).
       state: the final :class:`LLCState`, to resume or extend the run.
     """
@@ -251,12 +257,18 @@ def _num_examples(data) -> int:
     return int(jax.tree.leaves(_as_xy(data))[0].shape[0])
 
 
+_SAMPLER_DEFAULT = {
+    "friction": inspect.signature(optim.sghmc).parameters["friction"].default,
+    "eps": inspect.signature(optim.psgld).parameters["eps"].default,
+}
+
+
 def _make_sampler(cfg: _Config, hyper: _Hyper, key, anchor):
     kw = dict(
         key=key,
         nbeta=hyper.nbeta,
         localization=hyper.localization if cfg.localized else None,
-        anchor=anchor,
+        anchor=anchor if cfg.localized else None,
         **dict(cfg.sampler_options),
     )
     factory = {"sgld": optim.sgld, "psgld": optim.psgld, "sghmc": optim.sghmc}[cfg.sampler]
@@ -441,7 +453,16 @@ def _run(loss_fn, state: LLCState, anchor, data, hyper: _Hyper, cfg: _Config, nu
         )
         return st, None
 
-    state, _ = jax.lax.scan(body, state, None, length=num_steps)
+    total = cfg.num_burnin + cfg.num_draws
+
+    def guarded(st: LLCState, _):
+        # Steps past the end are no-ops, so a resumed run whose step is traced (jit/vmap)
+        # can run the full count and still end exactly at ``total``.
+        new, _ = body(st, None)
+        active = st.step < total
+        return jax.tree.map(lambda a, b: jax.lax.select(active, a, b), new, st), None
+
+    state, _ = jax.lax.scan(guarded, state, None, length=num_steps)
     return state
 
 
@@ -458,6 +479,11 @@ def _summary(state: LLCState, hyper: _Hyper, cfg: _Config) -> LLCResult:
         ess = rhat = jnp.full((), jnp.nan, trace.dtype)
     gamma = hyper.localization if cfg.localized else 0.0
     stability = hyper.step_size * (hyper.nbeta * state.lambda_max + gamma)
+    options = dict(cfg.sampler_options)
+    if cfg.sampler == "sghmc":
+        stability = stability / (2.0 - options.get("friction", _SAMPLER_DEFAULT["friction"]))
+    elif cfg.sampler == "psgld":
+        stability = stability / options.get("eps", _SAMPLER_DEFAULT["eps"])
     return LLCResult(
         mean=per_chain.mean(),
         stderr=std / np.sqrt(c),
@@ -533,6 +559,10 @@ def _configure(
         sampler_options=tuple(sorted((sampler_options or {}).items())),
         coordinates=coordinates,
     )
+    optim._check_sign(step_size, "step_size", positive=True)
+    optim._check_sign(nbeta, "nbeta", positive=True)
+    optim._check_sign(temperature, "temperature", positive=True)  # β = nβ / T
+    optim._check_sign(localization, "localization")
     dtype = jnp.result_type(float)
     hyper = _Hyper(
         step_size=jnp.asarray(step_size, dtype),
@@ -663,10 +693,11 @@ def _host_warnings(r: LLCResult, cfg: _Config) -> tuple[str, ...]:
     if np.isfinite(stab):
         if stab >= 2:
             out.append(
-                f"step_size is unstable for the local curvature: step_size·(nβ·λ_max + γ) = "
-                f"{stab:.3g} ≥ 2 (λ_max = {float(r.lambda_max):.3g}); lower step_size"
+                f"step_size is unstable for the local curvature: stability = {stab:.3g} ≥ 2 "
+                f"(λ_max = {float(r.lambda_max):.3g}; see LLCResult.stability); lower step_size"
+                + (" or raise sampler_options['eps']" if cfg.sampler == "psgld" else "")
             )
-        elif stab >= 0.5:
+        elif stab >= 0.5 and cfg.sampler in ("sgld", "mala"):
             out.append(
                 f"step_size is large for the local curvature: step_size·(nβ·λ_max + γ) = "
                 f"{stab:.3g}; the discretisation bias along the sharpest direction is "
@@ -799,8 +830,10 @@ def llc(
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
         raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
     chunk = total if chunk_size is None else int(chunk_size)
-    traced = _is_traced(params, data, hyper)
+    traced = _is_traced(params, data, hyper, key, resume)
     state = resume if resume is not None else _init_jit(loss_fn, params, data, key, hyper, cfg)
+    # A traced step (resuming under jit/vmap) is unknown here: run the whole count, and the
+    # steps past the end leave the state unchanged (see _run).
     done = int(state.step) if not _is_traced(state.step) else 0
     start = time.perf_counter()
     while done < total:

@@ -48,6 +48,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 import optax
 
 Params = Any
@@ -120,12 +121,24 @@ def _check_key(key, name: str):
     return key
 
 
-def _check_nonnegative(value, name: str):
-    # Only concrete Python numbers can be checked; traced/array values pass through so the
-    # transformation can be built inside jit/vmap.
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-        raise ValueError(f"{name}: expected a non-negative value, got {value}")
+def _check_sign(value, name: str, *, positive: bool = False):
+    """A ValueError for a concrete value (number or array) that is non-finite or below 0
+    (``positive``: not above 0); traced values pass through, so the transformation can
+    still be built inside jit/vmap with swept hyperparameters."""
+    if value is None or isinstance(value, (bool, jax.core.Tracer)):
+        return value
+    if isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
+        v = np.asarray(value)
+        if v.dtype.kind in "iuf" and (
+            not np.all(np.isfinite(v)) or np.any(v <= 0 if positive else v < 0)
+        ):
+            kind = "positive" if positive else "non-negative"
+            raise ValueError(f"{name}: expected finite {kind} values, got {value}")
     return value
+
+
+def _check_nonnegative(value, name: str):
+    return _check_sign(value, name)
 
 
 def _leaf_noise(key: jax.Array, tree: Params) -> Params:
@@ -193,8 +206,12 @@ def sgld(
       [-0.001, -0.001]
     """
     key = _check_key(key, "sgld")
+    _check_sign(learning_rate, "learning_rate", positive=True)
     _check_nonnegative(temperature, "temperature")
     _check_nonnegative(localization, "localization")
+    _check_nonnegative(nbeta, "nbeta")
+    if anchor is not None and localization is None:
+        raise ValueError("anchor: given without localization, so it would be ignored")
 
     def init_fn(params):
         return SGLDState(
@@ -258,8 +275,12 @@ def psgld(
       Li, Chen, Carlson & Carin 2016, arXiv:1512.07666.
     """
     key = _check_key(key, "psgld")
+    _check_sign(learning_rate, "learning_rate", positive=True)
     _check_nonnegative(temperature, "temperature")
     _check_nonnegative(localization, "localization")
+    _check_nonnegative(nbeta, "nbeta")
+    if anchor is not None and localization is None:
+        raise ValueError("anchor: given without localization, so it would be ignored")
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay: expected a value in [0, 1), got {decay}")
 
@@ -339,8 +360,12 @@ def sghmc(
       Chen, Fox & Guestrin 2014, arXiv:1402.4102.
     """
     key = _check_key(key, "sghmc")
+    _check_sign(learning_rate, "learning_rate", positive=True)
     _check_nonnegative(temperature, "temperature")
     _check_nonnegative(localization, "localization")
+    _check_nonnegative(nbeta, "nbeta")
+    if anchor is not None and localization is None:
+        raise ValueError("anchor: given without localization, so it would be ignored")
     if isinstance(friction, (int, float)) and not 0.0 < friction <= 1.0:
         raise ValueError(f"friction: expected a value in (0, 1], got {friction}")
 

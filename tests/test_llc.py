@@ -68,6 +68,8 @@ def test_ess_and_rhat_on_known_processes():
     # Chains with different means do not mix.
     shifted = iid + jnp.arange(m)[:, None]
     assert float(ll.landscape.split_rhat(shifted)) > 1.5
+    # A broken trace has no sample size (not the S·log10 S cap).
+    assert np.isnan(float(ll.landscape.effective_sample_size(iid.at[0, 10].set(jnp.nan))))
 
 
 # ----------------------------------------------------------------------------------------
@@ -205,6 +207,19 @@ def test_llc_bad_arguments():
         ll.landscape.llc(loss_fn, w, data, key=jr.key(0), num_chains=0)
     with pytest.raises(ValueError, match="data"):
         ll.landscape.llc(loss_fn, w, "data", key=jr.key(0))
+    for name, value in (
+        ("step_size", -1e-3),
+        ("step_size", float("nan")),
+        ("temperature", 0.0),
+        ("nbeta", 0.0),
+        ("localization", -1.0),
+    ):
+        with pytest.raises(ValueError, match=name):
+            ll.landscape.llc(loss_fn, w, data, key=jr.key(0), **{name: value})
+    with pytest.raises(ValueError, match="learning_rate"):
+        ll.optim.sgld(-1e-3, key=jr.key(0))
+    with pytest.raises(ValueError, match="anchor"):
+        ll.optim.psgld(1e-3, key=jr.key(0), anchor=w)
 
 
 # ----------------------------------------------------------------------------------------
@@ -260,6 +275,18 @@ def test_llc_vmaps_over_population_and_checkpoints():
     # llc itself under vmap (a stack of checkpoints, one shared key): arrays, no warnings.
     curve = jax.vmap(lambda p: ll.landscape.llc(loss_fn, p, data, key=jr.key(7), **SMALL))(stack)
     assert curve.mean.shape == (3,) and curve.warnings == ()
+    # ... over keys, and resuming under jit from a traced step ends at the same step.
+    by_key = jax.vmap(lambda k: ll.landscape.llc(loss_fn, w, data, key=k, **SMALL).mean)(keys)
+    assert by_key.shape == (3,)
+    states = []
+    full = ll.landscape.llc(
+        loss_fn, w, data, key=jr.key(5), chunk_size=50, callback=states.append, **SMALL
+    )
+    resumed = jax.jit(
+        lambda s: ll.landscape.llc(loss_fn, w, data, key=jr.key(5), resume=s, **SMALL)
+    )(states[0])
+    assert int(resumed.state.step) == 90
+    np.testing.assert_array_equal(resumed.loss_trace, full.loss_trace)
 
 
 @pytest.mark.parametrize("sampler", ["psgld", "sghmc"])
@@ -267,6 +294,11 @@ def test_llc_other_samplers_run(sampler):
     data, loss_fn, w, _ = REG
     r = ll.landscape.llc(loss_fn, w, data, key=jr.key(9), sampler=sampler, **SMALL)
     assert bool(jnp.all(jnp.isfinite(r.loss_trace))) and np.isnan(float(r.acceptance))
+    sgld = ll.landscape.llc(loss_fn, w, data, key=jr.key(9), **SMALL)
+    # Stability is scaled to each sampler's limit: SGHMC's heavy ball is stable while
+    # s < 2(2 − α); pSGLD's preconditioner reaches 1/eps where gradients vanish.
+    scale = 1 / (2 - 0.1) if sampler == "sghmc" else 1e5
+    np.testing.assert_allclose(r.stability, sgld.stability * scale, rtol=1e-5)
 
 
 def test_llc_float64(x64):
