@@ -46,7 +46,9 @@ def _one_at_a_time(fn: Callable, name: str, *, affected: bool = AFFECTED) -> Cal
     """``fn`` of unbatched arrays; on the CPU its batches run as a sequential loop.
 
     The first argument is a matrix whose leading dimensions, if any, are batch dimensions;
-    further arguments must be unbatched (``vmap`` may batch any of them).
+    a further argument with as many dimensions shares them (``solve``'s batched right-hand
+    sides, as in :func:`jnp.linalg.solve`) and is broadcast otherwise; ``vmap`` may batch
+    any of them.
     """
     if not affected:
         return fn
@@ -67,10 +69,11 @@ def _one_at_a_time(fn: Callable, name: str, *, affected: bool = AFFECTED) -> Cal
         return out, jax.tree.map(lambda _: True, out)
 
     def sequential(*args):
-        f = single
-        for _ in range(jnp.ndim(args[0]) - 2):
-            f = jax.vmap(f, in_axes=(0,) + (None,) * (len(args) - 1))
-        return f(*args)
+        nd = jnp.ndim(args[0])
+        if nd <= 2:
+            return single(*args)
+        rest = tuple(0 if jnp.ndim(x) >= nd else None for x in args[1:])
+        return jax.vmap(sequential, in_axes=(0, *rest))(*args)
 
     @jax.custom_jvp
     def wrapped(*args):

@@ -455,6 +455,8 @@ def blocks(op: Operator, params: Any) -> dict[str, Operator]:
     """
     paths, _ = _leaf_paths_and_sizes(params)
     names = list(dict.fromkeys(path[0] for path in paths if path))
+    if not names:
+        raise ValueError("params: expected a pytree with named top-level entries (a dict)")
     return {name: restrict(op, params, name) for name in names}
 
 
@@ -689,8 +691,9 @@ def _selection(paths, select) -> tuple[list[bool], str]:
         raise ValueError(
             f"select: expected a name, a list of names or a predicate on key paths, got {select!r}"
         )
-    prefixes = [tuple(s.split("/")) for s in names]
     top = sorted({path[0] for path in paths if path})
+    # "a/b" is a path, unless it is itself a top-level name (Haiku's "mlp/~/linear_0").
+    prefixes = [(s,) if s in top else tuple(s.split("/")) for s in names]
     for prefix, s in zip(prefixes, names, strict=True):
         if not any(path[: len(prefix)] == prefix for path in paths):
             raise ValueError(f"select: {s!r} matches no parameter; top-level names are {top}")

@@ -204,7 +204,13 @@ class DensityResult(NamedTuple):
             m = self.nodes.shape[-1]
             if kappa <= 1.0:
                 raise ValueError(f"kappa: expected a value > 1, got {kappa}")
-            return (hi - lo) / 2 * 2.0 / ((m - 1) * math.sqrt(8.0 * math.log(kappa)))
+            if m < 2:
+                raise ValueError("preset: 'papyan' needs num_steps >= 2 (its width is 1/(M − 1))")
+            # A zero-width window (every node equal, e.g. a zero operator) gets the width
+            # of the nodes' rounding, so the density is a narrow peak, never 0/0.
+            eps = jnp.finfo(jnp.result_type(self.nodes)).eps
+            width = jnp.maximum(hi - lo, eps * jnp.maximum(1.0, jnp.maximum(abs(hi), abs(lo))))
+            return width / 2 * 2.0 / ((m - 1) * math.sqrt(8.0 * math.log(kappa)))
         raise ValueError(f"preset: expected 'pyhessian' or 'papyan', got {preset!r}")
 
     def range(self, preset: str = "papyan") -> tuple[jax.Array, jax.Array]:
@@ -454,6 +460,12 @@ def _breakdown_tol(dtype, num_steps: int) -> float:
     return 10.0 * math.sqrt(num_steps) * float(jnp.finfo(dtype).eps)
 
 
+def _mark_dropped(broke, beta):
+    """The coupling a breakdown drops, at least the smallest normal number so that an exact
+    zero (a zero operator, an eigenvector as start) still marks the breakdown."""
+    return jnp.where(broke, jnp.maximum(beta, jnp.finfo(beta.dtype).tiny), 0.0)
+
+
 class _ExtendOut(NamedTuple):
     Q: jax.Array
     H: jax.Array
@@ -515,7 +527,7 @@ def _extend_full(matvec, Q, H, start: int, stop: int, key, scale, sdt) -> _Exten
         beta_rec = jnp.where(broke, 0.0, beta).astype(sdt)
         H = H.at[c, rows[b:]].set(fresh).at[rows[b:], c].set(fresh)
         H = H.at[c + b, c].set(beta_rec).at[c, c + b].set(beta_rec)
-        dropped = dropped.at[c + b].set(jnp.where(broke, beta, 0.0))
+        dropped = dropped.at[c + b].set(_mark_dropped(broke, beta))
         return Q, H, scale, dropped
 
     def step(carry, c0):
@@ -559,7 +571,7 @@ def _lanczos_local(matvec, q0, num_steps: int, key, sdt, store: bool):
         beta_rec = jnp.where(broke, 0.0, beta)
         if Q is not None:
             Q = lax.dynamic_update_index_in_dim(Q, q, j, 0)
-        return (nxt, q, beta_rec, scale, Q), (alpha, beta_rec, jnp.where(broke, beta, 0.0))
+        return (nxt, q, beta_rec, scale, Q), (alpha, beta_rec, _mark_dropped(broke, beta))
 
     init = (q0, jnp.zeros_like(q0), jnp.zeros((), sdt), jnp.zeros((), sdt), Q)
     (_, _, _, _, Q), (alpha, beta, dropped) = lax.scan(step, init, jnp.arange(num_steps))
@@ -1140,6 +1152,9 @@ def negative_fraction(
         eps = float(jnp.finfo(op.dtype).eps)
         threshold = min(op.size * eps, math.sqrt(eps)) * jnp.max(jnp.abs(d.nodes))
     per_probe = jnp.sum(jnp.where(d.nodes < -threshold, d.weights, 0.0), axis=1)
+    # A NaN spectrum (a diverged model) gives NaN, not a confident 0.
+    finite = jnp.all(jnp.isfinite(d.nodes) & jnp.isfinite(d.weights), axis=1)
+    per_probe = jnp.where(finite, per_probe, jnp.nan)
     err = _stderr(per_probe) if num_probes > 1 else jnp.zeros(())
     return Estimate(jnp.mean(per_probe), err)
 
@@ -1160,7 +1175,8 @@ def exact_negative_fraction(op, threshold: float | None = None) -> jax.Array:
     lam = _linalg.eigvalsh(op.dense())
     if threshold is None:
         threshold = op.size * jnp.finfo(lam.dtype).eps * jnp.max(jnp.abs(lam))
-    return jnp.mean((lam < -threshold).astype(lam.dtype))
+    frac = jnp.mean((lam < -threshold).astype(lam.dtype))
+    return jnp.where(jnp.all(jnp.isfinite(lam)), frac, jnp.nan)
 
 
 def power_iteration(
@@ -1201,7 +1217,8 @@ def power_iteration(
         w = op.matvec(v).astype(dtype)
         lam_new = _dot(v, w, sdt)
         norm = jnp.sqrt(_dot(w, w, sdt))
-        v = w / jnp.where(norm > 0, norm, 1.0).astype(dtype)
+        # A zero product (v in the null space) keeps v: any unit vector is then exact.
+        v = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1.0).astype(dtype), v)
         return v, lam_new, lam, it + 1
 
     zero = jnp.zeros((), sdt)

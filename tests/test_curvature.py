@@ -420,6 +420,14 @@ def test_blocks_cover_every_layer_and_bad_selections_raise():
         cv.restrict(G, params, lambda path: False)
     with pytest.raises(ValueError, match="size"):
         cv.restrict(G, {"a": jnp.ones(3)}, "a")
+    # Top-level names may contain "/" (Haiku's "mlp/~/linear_0"); bare arrays have none.
+    named = {"mlp/~/linear_0": jnp.ones(2), "mlp/~/linear_1": jnp.ones(3)}
+    diag = cv.from_matrix(jnp.diag(jnp.arange(1.0, 6.0)))
+    np.testing.assert_array_equal(
+        cv.blocks(diag, named)["mlp/~/linear_1"].dense(), jnp.diag(jnp.arange(3.0, 6.0))
+    )
+    with pytest.raises(ValueError, match="params"):
+        cv.blocks(diag, jnp.ones(5))
 
 
 # ------------------------------------------------------------------------ jit / vmap contract

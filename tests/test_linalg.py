@@ -54,6 +54,9 @@ def test_wrappers_equal_jnp_linalg_batched_vmapped_jitted_and_differentiated(aff
         np.testing.assert_array_equal(
             jax.vmap(safe["solve"])(a[0], b), jax.vmap(jnp.linalg.solve)(a[0], b)
         )
+        # ... and right-hand sides batched as leading dimensions.
+        rhs = jr.normal(jr.key(2), (2, 3, 5, 2), jnp.float64)
+        np.testing.assert_allclose(safe["solve"](a, rhs), jnp.linalg.solve(a, rhs), rtol=1e-12)
         # Derivatives, also under vmap, are the plain function's.
         top = lambda fn: lambda m: fn(m)[-1] ** 2  # noqa: E731
         np.testing.assert_array_equal(

@@ -207,6 +207,33 @@ def test_breakdown_with_few_distinct_eigenvalues_no_nan():
     assert abs(mass5.mean() - 20 / 120) < 4 * mass5.std(ddof=1) / np.sqrt(8) + 1e-3
 
 
+def test_degenerate_operators_are_reported_not_hidden():
+    # An exact zero coupling (an eigenvector as start, a zero operator) is a breakdown too.
+    a = jnp.diag(jnp.arange(1.0, 7.0))
+    for reorth in (True, False):
+        r = spectrum.lanczos(
+            lambda v: a @ v, 6, 4, jax.random.key(0), v0=jnp.eye(6)[0], reorthogonalize=reorth
+        )
+        assert bool(r.breakdown) and int(r.num_valid) == 1 and int(r.num_breakdowns) >= 1
+    zero = from_matrix(jnp.zeros((6, 6)))
+    r = spectrum.lanczos(zero, num_steps=3, key=jax.random.key(0))
+    assert int(r.num_breakdowns) == 3 and int(r.num_valid) == 1
+    # Papyan's window has width 0 there; the density is still a normalised peak.
+    d = spectrum.density(zero, key=jax.random.key(1), num_probes=3, num_steps=4)
+    grid = jnp.linspace(-1.0, 1.0, 2001)
+    smooth = d.smooth(grid, preset="papyan")
+    assert np.all(np.isfinite(smooth.density))
+    with pytest.raises(ValueError, match="num_steps"):
+        spectrum.density(zero, key=jax.random.key(1), num_probes=2, num_steps=1).sigma("papyan")
+    # A zero product keeps a unit vector.
+    p = spectrum.power_iteration(zero, key=jax.random.key(2))
+    assert abs(float(jnp.linalg.norm(p.eigenvector)) - 1) < 1e-6
+    # A NaN operator (a diverged model) has no saddle index.
+    bad = from_matrix(-jnp.eye(6).at[2, 2].set(jnp.nan))
+    est = spectrum.negative_fraction(bad, key=jax.random.key(3), num_probes=4, num_steps=4)
+    assert np.isnan(float(est.value)) and np.isnan(float(spectrum.exact_negative_fraction(bad)))
+
+
 def test_memory_budget_error_names_low_memory_path():
     a = _with_spectrum(_test_spectrum(40))
     with pytest.raises(ValueError, match="reorthogonalize=False"):
