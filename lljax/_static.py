@@ -191,13 +191,15 @@ class Static:
             self._key, self._hash, self._refs = _key_of(value)
             return
         entry = _MEMO.get(id(value))
-        if entry is not None and entry[0] is value:
-            _MEMO.move_to_end(id(value))
-        else:
+        if entry is None or entry[0] is not value:
             entry = (value, *_key_of(value))
             _MEMO[id(value)] = entry
-            if len(_MEMO) > _MEMO_SIZE:
+        try:  # LRU bookkeeping; another thread may have evicted the entry meanwhile
+            _MEMO.move_to_end(id(value))
+            while len(_MEMO) > _MEMO_SIZE:
                 _MEMO.popitem(last=False)
+        except KeyError:
+            pass
         _, self._key, self._hash, self._refs = entry
 
     def __hash__(self):
