@@ -137,10 +137,6 @@ def _check_sign(value, name: str, *, positive: bool = False):
     return value
 
 
-def _check_nonnegative(value, name: str):
-    return _check_sign(value, name)
-
-
 def _leaf_noise(key: jax.Array, tree: Params) -> Params:
     """Standard normal noise shaped and typed like ``tree``, one subkey per leaf."""
     leaves, treedef = jax.tree.flatten(tree)
@@ -156,6 +152,16 @@ def _drift(grads, params, anchor, nbeta, localization):
     if params is None:
         raise ValueError("update: params are required when the sampler has a localisation anchor")
     return jax.tree.map(lambda g, w, w0: nbeta * g + localization * (w - w0), grads, params, anchor)
+
+
+def _check_common(learning_rate, temperature, nbeta, localization, anchor):
+    """The samplers' shared arguments, checked where they are concrete."""
+    _check_sign(learning_rate, "learning_rate", positive=True)
+    _check_sign(temperature, "temperature")
+    _check_sign(localization, "localization")
+    _check_sign(nbeta, "nbeta")
+    if anchor is not None and localization is None:
+        raise ValueError("anchor: given without localization, so it would be ignored")
 
 
 def _anchor(anchor, localization, params):
@@ -206,12 +212,7 @@ def sgld(
       [-0.001, -0.001]
     """
     key = _check_key(key, "sgld")
-    _check_sign(learning_rate, "learning_rate", positive=True)
-    _check_nonnegative(temperature, "temperature")
-    _check_nonnegative(localization, "localization")
-    _check_nonnegative(nbeta, "nbeta")
-    if anchor is not None and localization is None:
-        raise ValueError("anchor: given without localization, so it would be ignored")
+    _check_common(learning_rate, temperature, nbeta, localization, anchor)
 
     def init_fn(params):
         return SGLDState(
@@ -275,12 +276,7 @@ def psgld(
       Li, Chen, Carlson & Carin 2016, arXiv:1512.07666.
     """
     key = _check_key(key, "psgld")
-    _check_sign(learning_rate, "learning_rate", positive=True)
-    _check_nonnegative(temperature, "temperature")
-    _check_nonnegative(localization, "localization")
-    _check_nonnegative(nbeta, "nbeta")
-    if anchor is not None and localization is None:
-        raise ValueError("anchor: given without localization, so it would be ignored")
+    _check_common(learning_rate, temperature, nbeta, localization, anchor)
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"decay: expected a value in [0, 1), got {decay}")
 
@@ -360,12 +356,7 @@ def sghmc(
       Chen, Fox & Guestrin 2014, arXiv:1402.4102.
     """
     key = _check_key(key, "sghmc")
-    _check_sign(learning_rate, "learning_rate", positive=True)
-    _check_nonnegative(temperature, "temperature")
-    _check_nonnegative(localization, "localization")
-    _check_nonnegative(nbeta, "nbeta")
-    if anchor is not None and localization is None:
-        raise ValueError("anchor: given without localization, so it would be ignored")
+    _check_common(learning_rate, temperature, nbeta, localization, anchor)
     if isinstance(friction, (int, float)) and not 0.0 < friction <= 1.0:
         raise ValueError(f"friction: expected a value in (0, 1], got {friction}")
 
