@@ -194,9 +194,9 @@ class LLCResult(NamedTuple):
       stability: the step along the sharpest direction, scaled so that the sampler
         diverges above 2: ``s = step_size · (nβ λ_max + γ)`` for SGLD and MALA (whose O(ε)
         bias grows like ``1/(1 − s/2)`` before that); ``s / (2 − α)`` for SGHMC with
-        friction α (heavy ball: stable while ``s < 2(2 − α)``); ``s / eps`` for pSGLD,
-        whose preconditioner reaches ``1/eps`` where gradients vanish, as at ``w*`` on its
-        first steps (ν starts at 0).
+        friction α (heavy ball: stable while ``s < 2(2 − α)``); ``s · max G`` for pSGLD,
+        with ``G = 1 / (eps + √ν)`` its preconditioner at the end of the run (a bound: the
+        largest G and the sharpest direction need not coincide).
       warnings: human-readable problems found on the host (empty under ``jit``/``vmap``).
       state: the final :class:`LLCState`, to resume or extend the run.
     """
@@ -338,6 +338,15 @@ def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Arr
     return jnp.vdot(v, hvp(v))
 
 
+def _hessian_diagonal(loss_fn, params, xy, *, key, num_probes: int = 16):
+    """Hutchinson estimate ``mean_k z_k ⊙ H z_k`` (Rademacher ``z``) of diag ∇²L_n."""
+    flat, unravel = ravel_pytree(params)
+    grad_flat = lambda v: ravel_pytree(jax.grad(loss_fn)(unravel(v), xy))[0]
+    z = jr.rademacher(key, (num_probes, flat.shape[0]), flat.dtype)
+    hz = jax.lax.map(lambda v: jax.jvp(grad_flat, (flat,), (v,))[1], z)
+    return unravel(jnp.mean(z * hz, axis=0))
+
+
 def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
     loss_fn, params = _in_coordinates(loss_fn, params, cfg)
     xy = _as_xy(data)
@@ -358,6 +367,15 @@ def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
         sampler_state = jax.vmap(lambda k: _make_sampler(cfg, hyper, k, params).init(params))(
             sampler_keys
         )
+    if cfg.sampler == "psgld":
+        # ν tracks (nβ ĝ)². From ν = 0 the first steps at w*, where ĝ ≈ 0, would be scaled
+        # by 1/eps (units, not a small step); start it at its value under the local
+        # Gaussian instead: nβ ĝ ≈ nβ H (w − w*) with w − w* ~ N(0, T / (nβ H)), so
+        # ν ≈ nβ T |diag H|.
+        diag = _hessian_diagonal(loss_fn, params, xy, key=jr.fold_in(k_power, 1))
+        nu = jax.tree.map(lambda d: hyper.nbeta * hyper.temperature * jnp.abs(d), diag)
+        nu = jax.tree.map(lambda n, ref: n.astype(ref.dtype), nu, params)
+        sampler_state = sampler_state._replace(nu=stack(nu))
     num_records = cfg.num_draws // cfg.record_every
     nan_trace = jnp.full((cfg.num_chains, num_records), jnp.nan, dtype)
     zeros = jnp.zeros((cfg.num_chains,), dtype)
@@ -482,8 +500,10 @@ def _summary(state: LLCState, hyper: _Hyper, cfg: _Config) -> LLCResult:
     options = dict(cfg.sampler_options)
     if cfg.sampler == "sghmc":
         stability = stability / (2.0 - options.get("friction", _SAMPLER_DEFAULT["friction"]))
-    elif cfg.sampler == "psgld":
-        stability = stability / options.get("eps", _SAMPLER_DEFAULT["eps"])
+    elif cfg.sampler == "psgld":  # the largest preconditioner entry at the run's end
+        eps = options.get("eps", _SAMPLER_DEFAULT["eps"])
+        nu_min = jnp.min(jnp.stack([jnp.min(n) for n in jax.tree.leaves(state.sampler_state.nu)]))
+        stability = stability / (eps + jnp.sqrt(nu_min))
     return LLCResult(
         mean=per_chain.mean(),
         stderr=std / np.sqrt(c),
@@ -751,7 +771,10 @@ def llc(
 
     on minibatches ``B`` of ``batch_size`` examples drawn uniformly with replacement on
     device (``sampler="sgld"``; ``"psgld"``, ``"sghmc"`` use the same targets, ``"mala"``
-    takes full-batch Metropolis-adjusted steps and reports its acceptance rate). After
+    takes full-batch Metropolis-adjusted steps and reports its acceptance rate; pSGLD's
+    running mean ν starts at ``nβ T |diag H|``, its value under the local Gaussian, from 16
+    Hutchinson probes, since from ν = 0 its first steps at ``w*`` would be scaled by
+    ``1/eps``). After
     ``num_burnin`` steps, the minibatch loss at each of ``num_draws`` steps is recorded
     (averaged in blocks of ``record_every`` on device), and::
 
