@@ -291,6 +291,11 @@ def main(argv=None):
         action="store_true",
         help="8 members, 50 steps, small scaling tables (CPU smoke run)",
     )
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="print the record so far after each part (a timeout keeps what was measured)",
+    )
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
     on_cpu = jax.default_backend() == "cpu"
@@ -300,37 +305,8 @@ def main(argv=None):
     data = synthetic(a.num_examples, widths[0], widths[-1])
     loop_members = a.torch_loop_members or (min(a.members, 2 if on_cpu else 8))
 
-    res = {}
-    res["lljax"] = bench_lljax(data, widths, a.members, a.steps, a.batch, a.lr, a.repeats)
-    res["raw_vmap"], res["jax_loop"] = bench_raw(
-        data, widths, a.members, a.steps, a.batch, a.lr, a.repeats
-    )
-    torch_res = bench_torch(
-        data, widths, a.members, a.steps, a.batch, a.lr, a.repeats, loop_members
-    )
-    if torch_res:
-        res.update(torch_res)
-    ratios = {
-        "lljax_over_raw_vmap": res["lljax"]["seconds"] / res["raw_vmap"]["seconds"],
-        "jax_loop_over_lljax": res["jax_loop"]["seconds"] / res["lljax"]["seconds"],
-    }
-    for k in ("torch_loop", "torch_func"):
-        if k in res:
-            ratios[f"{k}_over_lljax"] = res[k]["seconds"] / res["lljax"]["seconds"]
-
-    scale = {}
-    if not a.no_scaling:
-        if a.quick:
-            members_list, width_list, sm, wm = [1, 4, 16], [64, 256], 20, 4
-        elif on_cpu:
-            members_list, width_list, sm, wm = [1, 4, 16, 64], [64, 128, 256, 512], 50, 16
-        else:
-            members_list = [1, 16, 64, 256, 1024]
-            width_list, sm, wm = [128, 512, 2048], 100, 64
-        rows_m, rows_w = scaling(data, widths, members_list, width_list, wm, sm, a.batch, a.lr)
-        scale = {"steps": sm, "vs_members": rows_m, "vs_width": rows_w}
-
     dev = jax.devices()[0]
+    res, ratios, scale = {}, {}, {}
     out = {
         "benchmark": "ensemble",
         "device": f"{dev.platform}: {getattr(dev, 'device_kind', '')}",
@@ -351,6 +327,38 @@ def main(argv=None):
         "ratios": ratios,
         "scaling": scale,
     }
+
+    def emit():
+        if a.partial:
+            print(json.dumps({"partial": True, **out}), flush=True)
+
+    res["lljax"] = bench_lljax(data, widths, a.members, a.steps, a.batch, a.lr, a.repeats)
+    emit()
+    res["raw_vmap"], res["jax_loop"] = bench_raw(
+        data, widths, a.members, a.steps, a.batch, a.lr, a.repeats
+    )
+    ratios["lljax_over_raw_vmap"] = res["lljax"]["seconds"] / res["raw_vmap"]["seconds"]
+    ratios["jax_loop_over_lljax"] = res["jax_loop"]["seconds"] / res["lljax"]["seconds"]
+    emit()
+    res.update(
+        bench_torch(data, widths, a.members, a.steps, a.batch, a.lr, a.repeats, loop_members) or {}
+    )
+    for k in ("torch_loop", "torch_func"):
+        if k in res:
+            ratios[f"{k}_over_lljax"] = res[k]["seconds"] / res["lljax"]["seconds"]
+    emit()
+
+    if not a.no_scaling:
+        if a.quick:
+            members_list, width_list, sm, wm = [1, 4, 16], [64, 256], 20, 4
+        elif on_cpu:
+            members_list, width_list, sm, wm = [1, 4, 16, 64], [64, 128, 256, 512], 50, 16
+        else:
+            members_list = [1, 16, 64, 256, 1024]
+            width_list, sm, wm = [128, 512, 2048], 100, 64
+        rows_m, rows_w = scaling(data, widths, members_list, width_list, wm, sm, a.batch, a.lr)
+        scale.update(steps=sm, vs_members=rows_m, vs_width=rows_w)
+
     print(
         f"# ensemble training: {a.members} x MLP {widths}, batch {a.batch}, {a.steps} SGD "
         f"steps on {out['device']} (jax {jax.__version__})"
@@ -374,11 +382,10 @@ def main(argv=None):
         print(f"{'width':>8} {'ms/step':>10}")
         for r in scale["vs_width"]:
             print(f"{r['width']:>8} {r['ms_per_step']:>10.3f}")
-    text = json.dumps(out, indent=1)
-    print(text)
+    print(json.dumps(out))
     if a.out:
         with open(a.out, "w") as f:
-            f.write(text)
+            json.dump(out, f, indent=1)
     return out
 
 

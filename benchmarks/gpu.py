@@ -20,10 +20,10 @@ Runs, in order (each benchmark in its own process, so a crash or timeout leaves 
 
 Every section's output goes to ``--out`` (one log per section and ``gpu.json``, rewritten
 after each section). The sections share ``--budget`` seconds (each also has its own cap), so
-the whole run fits one device call; ``spectrum.py`` prints its record after each part, so a
-section cut short still keeps what it measured. The correctness process allocates GPU memory
-on demand and skips autotuning (its programs are tiny and their compile time dominates); the
-benchmarks run with XLA's defaults. ``--smoke`` shrinks everything for a CPU dry run.
+the whole run fits one device call; every benchmark prints its record after each part
+(``--partial``), so a section cut short still keeps what it measured. The correctness
+process allocates GPU memory on demand and skips autotuning (its programs are tiny and their
+compile time dominates); the benchmarks run with XLA's defaults. ``--smoke`` shrinks everything for a CPU dry run.
 
 Usage::
 
@@ -187,14 +187,7 @@ def _section(name: str, argv: list[str], out_dir: Path, timeout: float) -> dict:
                 break
             except json.JSONDecodeError:
                 continue
-    if record is None:  # ensemble.py prints indented JSON last
-        start = text.rfind("\n{\n")
-        if start >= 0:
-            try:
-                record = json.loads(text[start + 1 :])
-            except json.JSONDecodeError:
-                record = None
-    table = "\n".join(line for line in text.splitlines() if not line.startswith(("{", " ", "}")))
+    table = "\n".join(line for line in text.splitlines() if not line.startswith("{"))
     print(f"\n===== {name} (rc {rc}, {time.perf_counter() - t0:.0f} s)\n{table[-4000:]}")
     return {"rc": rc, "seconds": time.perf_counter() - t0, "record": record}
 
@@ -240,11 +233,21 @@ def main(argv=None) -> int:
                 600,
             ),
             "ensemble": (
-                ["ensemble.py", "--quick", "--no-scaling", "--torch-loop-members", "2"],
+                [
+                    "ensemble.py",
+                    "--quick",
+                    "--no-scaling",
+                    "--torch-loop-members",
+                    "2",
+                    "--partial",
+                ],
                 600,
             ),
-            "llc": (["llc.py", "--quick", "--devinterp-chains", "4"], 600),
-            "resnet": (["resnet.py", "--batch", "8", "--reps", "1", "--num-steps", "2"], 600),
+            "llc": (["llc.py", "--quick", "--devinterp-chains", "4", "--partial"], 600),
+            "resnet": (
+                ["resnet.py", "--batch", "8", "--reps", "1", "--num-steps", "2", "--partial"],
+                600,
+            ),
         }
     else:  # in order of the goals they measure; (argv, cap in seconds)
         sections = {
@@ -261,8 +264,11 @@ def main(argv=None) -> int:
                 ],
                 150,
             ),
-            "ensemble": (["ensemble.py", "--torch-loop-members", "2", "--repeats", "2"], 120),
-            "llc": (["llc.py", "--devinterp-chains", "2"], 100),
+            "ensemble": (
+                ["ensemble.py", "--torch-loop-members", "2", "--repeats", "2", "--partial"],
+                120,
+            ),
+            "llc": (["llc.py", "--devinterp-chains", "2", "--partial"], 100),
             "spectrum_large": (
                 [
                     "spectrum.py",
@@ -276,7 +282,7 @@ def main(argv=None) -> int:
                 ],
                 120,
             ),
-            "resnet": (["resnet.py", "--reps", "2"], 90),
+            "resnet": (["resnet.py", "--reps", "2", "--partial"], 90),
         }
     t_sections = time.perf_counter()
     for name, (argv_, timeout) in sections.items():

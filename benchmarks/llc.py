@@ -156,6 +156,11 @@ def main(argv=None):
         "scaled to --num-chains; its estimate and error bar come from these chains alone)",
     )
     ap.add_argument("--quick", action="store_true", help="tiny settings for a smoke run")
+    ap.add_argument(
+        "--partial",
+        action="store_true",
+        help="print the record after the lljax run too (a timeout keeps what was measured)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if args.quick:
@@ -185,8 +190,10 @@ def main(argv=None):
         "platform": platform.platform(),
         "jax": jax.__version__,
         "lljax": time_lljax(loss_fn, params, data, settings, key=jr.key(1)),
-        "devinterp": time_devinterp(params, data, dv_settings),
     }
+    if args.partial:
+        print(json.dumps({"partial": True, **results}), flush=True)
+    results["devinterp"] = time_devinterp(params, data, dv_settings)
     dv = results["devinterp"]
     if "seconds" in dv and dv_chains != args.num_chains:
         dv["measured_chains"], dv["measured_seconds"] = dv_chains, dv["seconds"]

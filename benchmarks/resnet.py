@@ -254,6 +254,11 @@ def main(argv=None):
         help="the models' convolution (default), or plain lax.conv_general_dilated and its "
         "autodiff rules, for comparison",
     )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="print the record so far after each part (a timeout keeps what was measured)",
+    )
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     if args.conv == "lax":
@@ -262,6 +267,10 @@ def main(argv=None):
     device = jax.devices()[0].device_kind
     rec = {"backend": backend, "device": device, "jax": jax.__version__, "batch": args.batch}
     rec["conv"] = args.conv
+
+    def emit():
+        if args.partial:
+            print(json.dumps({"partial": True, **rec}), flush=True)
 
     model, params, batch = make_problem(args.batch)
     loss_fn = ll.losses.cross_entropy(model)
@@ -284,6 +293,7 @@ def main(argv=None):
         rec["hvp_flops_per_s"] = rec["hvp_flops"] / rec["hvp_s"]
     rec["grad_bytes"] = compiled_bytes(grad_fn, flat, batch)
     rec["hvp_bytes"] = compiled_bytes(hvp_fn, flat, batch, v)
+    emit()
 
     if "lanczos" not in skip:
         m = args.num_steps or (90 if backend == "gpu" else 8)
@@ -298,9 +308,11 @@ def main(argv=None):
         rec["lanczos_step_over_hvp"] = rec["lanczos_step_s"] / rec["hvp_s"]
         rec["lanczos_bytes"] = compiled_bytes(lanczos_fn)
         rec["basis_bytes"] = (m + 1) * n * 4
+        emit()
 
     if "torch" not in skip:
         rec["torch"] = torch_section(params, batch, args.reps)
+        emit()
     if "accuracy" not in skip:
         rec["accuracy"] = accuracy_section(params)
 
