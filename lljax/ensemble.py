@@ -1045,19 +1045,30 @@ def summary(
                 raise ValueError(f"measures: unknown {name!r}; registered: {sorted(MEASURES)}")
             fns.append((name, MEASURES[name]))
     cols: dict = {"member": np.arange(m)}
+
+    def add(source, values):
+        # One column per name: a measure or hyperparameter never silently replaces another.
+        for k, v in values.items():
+            if k in cols:
+                raise ValueError(f"{source}: {k!r} is already a column of the summary")
+            cols[k] = train_lib._to_host(v)
+
     if isinstance(population, Population):
-        for k, v in population.hyperparams.items():
-            if not jnp.issubdtype(v.dtype, jax.dtypes.prng_key) and v.ndim == 1:
-                cols[k] = train_lib._to_host(v)
+        add(
+            "hyperparams",
+            {
+                k: v
+                for k, v in population.hyperparams.items()
+                if not jnp.issubdtype(v.dtype, jax.dtypes.prng_key) and v.ndim == 1
+            },
+        )
     ev = map(eval_member, params, data, chunk_size=chunk_size)
-    for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
-        if k in ev:
-            cols[k] = train_lib._to_host(ev.pop(k))
+    order = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+    add("eval_fn", {k: ev.pop(k) for k in order if k in ev})
     if "train_loss" in cols and "test_loss" in cols:
-        cols["gap"] = cols["test_loss"] - cols["train_loss"]
-    cols.update({k: train_lib._to_host(v) for k, v in ev.items()})
-    meas = map(_Measures(tuple(dict(fns).items())), params, data, chunk_size=chunk_size)
-    cols.update({k: train_lib._to_host(v) for k, v in meas.items()})
+        add("eval_fn", {"gap": cols["test_loss"] - cols["train_loss"]})
+    add("eval_fn", ev)
+    add("measures", map(_Measures(tuple(dict(fns).items())), params, data, chunk_size=chunk_size))
     if isinstance(population, Population) and "diverged_step" in population.history:
         cols["diverged_step"] = np.asarray(population.history["diverged_step"])
     return Summary(cols)
