@@ -96,6 +96,35 @@ def test_make_datasets_tiles_nested_samples():
         )
 
 
+def _fake_errors(targets, archs, sizes, seeds=3):
+    rng = np.random.default_rng(0)
+    out = {}
+    for t in targets:
+        out[t] = {}
+        for a in archs:
+            out[t][a["name"]] = {
+                n: {
+                    "test": rng.uniform(0.1, 0.3, seeds),
+                    "train": rng.uniform(0.0, 0.1, seeds),
+                    "test_curve": rng.uniform(0.1, 0.3, (seeds, 2)),
+                    "eval_step": np.array([5, 10]),
+                }
+                for n in sizes
+            }
+    return out
+
+
+@pytest.mark.parametrize("targets", [("compositional",), ("compositional", "control")])
+def test_result_settings_do_not_overwrite_the_preset(targets):
+    # run() records {**preset settings, **result.settings}: a result key named like a
+    # setting replaced it (control=False was recorded as a Fourier-feature description).
+    archs = C.architectures(4, (60,), 2)
+    r = C._result(_fake_errors(targets, archs, (16, 32)), archs, (60,), (16, 32), [1, 2, 3],
+                  1.0, 4, 10, 0.25)  # fmt: skip
+    assert not set(r.settings) & set(ll.experiments.get("circuits").presets["quick"])
+    assert (r.settings["control_target"] is None) == ("control" not in targets)
+
+
 @pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
 def test_tiny_run_record():
     r = ll.experiments.run(

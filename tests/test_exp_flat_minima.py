@@ -97,6 +97,26 @@ def test_granulated_kendall_perfect_and_missing():
     assert math.isnan(g["a"]) is False and math.isnan(g["c"])
 
 
+def test_granulated_psi_averages_hyperparameter_axes_only():
+    # 2 learning rates x 2 seeds; the measure follows the gap along the learning rate and
+    # against it along the seed. Ψ is the mean over hyperparameter axes: the seed fixes the
+    # groups but is not one of them.
+    lr = np.array([0.1, 0.2, 0.1, 0.2])
+    seed = np.array([0, 0, 1, 1])
+    gap = np.array([1.0, 2.0, 3.0, 4.0])
+    values = np.array([2.0, 3.0, 1.0, 4.0])
+    g = flat_minima.granulated_kendall(values, gap, {"lr": lr, "seed": seed}, axes=("lr",))
+    assert g["lr"] == pytest.approx(1.0) and g["seed"] == pytest.approx(0.0)
+    assert g["psi"] == pytest.approx(1.0)
+    # The experiment passes its hyperparameter axes.
+    r = flat_minima._correlations(
+        values, gap, gap, {"batch_size": np.full(4, 16), "learning_rate": lr,
+                           "width": np.full(4, 8), "seed": seed},
+        key=jr.key(0), num_bootstrap=10,
+    )  # fmt: skip
+    assert r["granulated"]["psi"] == pytest.approx(1.0)
+
+
 def test_paired_log_ratio():
     values = np.array([1.0, 2.0, 3.0, 12.0, 5.0, 7.0])
     batch = np.array([16, 128, 16, 128, 16, 64])
@@ -107,6 +127,32 @@ def test_paired_log_ratio():
     assert m.value == pytest.approx(ref.value) and m.stderr == pytest.approx(ref.stderr)
     with pytest.raises(ValueError, match="no matched"):
         flat_minima.paired_log_ratio(values, batch, keys, 16, 256)
+
+
+def _key_set(keys) -> set:
+    return {tuple(row) for row in np.asarray(jr.key_data(keys)).reshape(-1, 2).tolist()}
+
+
+def _folds(key, num) -> jax.Array:
+    return jax.vmap(lambda i: jr.fold_in(key, i))(jnp.arange(num, dtype=jnp.uint32))
+
+
+def test_measurement_keys_differ_from_training_keys():
+    # jr.split(k) == (fold_in(k, 0), fold_in(k, 1)): keys folded straight from key(seed)
+    # were replicate 0's init/data-order keys, and their part keys its minibatch keys.
+    seed, num_seeds = 3, 2
+    train = set()
+    for init, order in flat_minima.replicate_keys(seed, num_seeds):
+        train |= _key_set(jnp.stack([init, order]))
+        train |= _key_set(_folds(init, 300))  # init keys of widths < 300
+        train |= _key_set(_folds(order, 64))  # data-order keys of the first 64 chunks
+    meas = flat_minima.measurement_keys(seed, 0, 24)
+    used = _key_set(meas) | _key_set(jax.vmap(lambda k: _folds(k, len(flat_minima.PARTS)))(meas))
+    assert len(used) == 24 * (1 + len(flat_minima.PARTS))
+    assert not used & train
+    # Members of later widths continue the stream.
+    tail = flat_minima.measurement_keys(seed, 10, 4)
+    assert _key_set(tail) == _key_set(meas[10:14])
 
 
 def test_log_basin_radius_of_a_ball():

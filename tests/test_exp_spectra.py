@@ -79,9 +79,17 @@ def test_single_eigenvalue_height_is_the_kernel_peak():
 def test_outlier_verdict_rule():
     assert spectra.outlier_verdict([10, 11, 9], 10, 2.0, False).supported is True
     assert spectra.outlier_verdict([3, 4, 3], 10, 2.0, False).supported is False
-    assert spectra.outlier_verdict([6, 9, 12], 10, 3.0, False).supported is True
+    assert spectra.outlier_verdict([9, 10, 11], 10, 3.0, False).supported is True
     assert spectra.outlier_verdict([4, 7, 9], 10, 2.0, False).supported is None
     assert spectra.outlier_verdict([10, 10, 16], 10, 2.0, True).supported is None
+    assert spectra.outlier_verdict([11], 10, 2.0, False).supported is True  # no s.e.: count
+
+
+def test_outlier_verdict_needs_the_interval_inside_the_tolerance():
+    # Mean 9 is within ±3 of C = 10, but with s.e. 1.7 the seeds cannot tell 9 from 6 or 12.
+    v = spectra.outlier_verdict([6, 9, 12], 10, 3.0, False)
+    assert v.supported is None
+    assert "2 s.e." in v.evidence
 
 
 def test_difference_and_mp_verdicts():
@@ -91,6 +99,34 @@ def test_difference_and_mp_verdicts():
     assert spectra.difference_verdict("c", [2.0], "d").supported is None
     assert spectra.mp_verdict([0.10, 0.12], [0.05, 0.06], 0.1).supported is True
     assert spectra.mp_verdict([0.30, 0.32], [0.05, 0.06], 0.1).supported is False
+
+
+def test_mp_verdict_uses_the_paired_standard_error():
+    # Excess 0.0 and 0.2 over the floor: mean 0.1 ± 0.1 is not "≤ 0.1" at 2 s.e., nor above.
+    assert spectra.mp_verdict([0.05, 0.25], [0.05, 0.05], 0.1).supported is None
+    # Paired by seed: the floor's spread across seeds cancels in the difference.
+    assert spectra.mp_verdict([0.10, 0.30, 0.20], [0.05, 0.25, 0.15], 0.1).supported is True
+    # One seed: no error bar, no decision.
+    assert spectra.mp_verdict([0.5], [0.05], 0.1).supported is None
+
+
+def test_analysis_keys_are_not_the_training_keys():
+    # ensemble.train splits key(seed + i) into init and data-order keys, and
+    # split(k) == (fold_in(k, 0), fold_in(k, 1)): stream 1 was the data-order key, and the
+    # Lanczos/SLQ keys split from it were the keys of the first epochs' permutations.
+    seeds = [0, 1, 2]
+    members = jnp.stack([jax.random.key(s) for s in seeds])
+    init, order = jax.vmap(jax.random.split)(members).T
+    epochs = jax.vmap(lambda k: jax.vmap(lambda e: jax.random.fold_in(k, e))(jnp.arange(8)))(order)
+    taken = {tuple(r) for r in np.asarray(jax.random.key_data(jnp.concatenate(
+        [init, order, epochs.ravel()]))).tolist()}  # fmt: skip
+    for stream in (spectra.ANALYSIS_STREAM, spectra.MP_STREAM):
+        keys = spectra.stream_keys(seeds, stream)
+        used = jnp.concatenate([keys, jax.vmap(jax.random.split)(keys).ravel()])
+        assert not {tuple(r) for r in np.asarray(jax.random.key_data(used)).tolist()} & taken
+    assert spectra.ANALYSIS_STREAM != spectra.MP_STREAM
+    with pytest.raises(ValueError, match="stream"):
+        spectra.stream_keys(seeds, 1)
 
 
 def test_slq_trace_identity():

@@ -606,7 +606,13 @@ def _result(errors, archs, budgets, train_sizes, seeds, lengthscale, num_inputs,
             "optimizer": f"adam, cosine decay over {steps} steps",
             "loss": "squared error; test error = MSE / Var(y_test)",
             "inputs": f"U[-1, 1]^{num_inputs}",
-            "control": f"random Fourier features, 256 features, length-scale {lengthscale}",
+            # Not "control": that key is the preset's boolean setting, and run() records
+            # the experiment's settings over the preset's.
+            "control_target": (
+                f"random Fourier features, 256 features, length-scale {lengthscale}"
+                if "control" in errors
+                else None
+            ),
         },
         seeds=seeds,
         data={"curves": curves},

@@ -199,6 +199,33 @@ def train_until(
     }
 
 
+#: The stream of ``jax.random.key(seed)`` the measurement keys fold from. Streams 0 and 1
+#: are taken: ``jax.random.split(k)`` equals ``(fold_in(k, 0), fold_in(k, 1))``, so
+#: replicate 0's init and data-order keys are ``fold_in(key(seed), 0)`` and ``... 1)``.
+MEASURE_STREAM = 2
+
+
+def replicate_keys(seed: int, num_seeds: int) -> list[tuple[jax.Array, jax.Array]]:
+    """``(init, data order)`` base keys of replicate ``r``: ``split(key(seed + r))``.
+
+    The init key of a member of width ``w`` is ``fold_in(init, w)``; its data-order key of
+    training chunk ``c`` is ``fold_in(data order, c)`` (:func:`train_until`).
+    """
+    return [tuple(jr.split(jr.key(seed + r))) for r in range(num_seeds)]
+
+
+def measurement_keys(seed: int, start: int, num: int) -> jax.Array:
+    """Keys ``(num,)`` of the flatness measures of members ``start .. start + num − 1``.
+
+    Folded from stream :data:`MEASURE_STREAM` of ``key(seed)``. Folding the member index
+    straight into ``key(seed)`` would repeat replicate 0's init and data-order keys (see
+    :func:`replicate_keys`), and one fold further (:meth:`MemberMeasures.part`) its
+    minibatch keys: the measurement noise of a member would be the data order it trained on.
+    """
+    root = jr.fold_in(jr.key(seed), MEASURE_STREAM)
+    return jax.vmap(lambda i: jr.fold_in(root, i))(jnp.arange(start, start + num, dtype=jnp.uint32))
+
+
 def log_basin_radius(log_volume, dim: int):
     """``log r̄`` with ``log V = log V_d + d log r̄``: the basin volume per dimension.
 
@@ -352,7 +379,11 @@ def difference_status(value: float, stderr: float, *, z: float = 2.0) -> str:
 
 
 def granulated_kendall(
-    values: np.ndarray, gap: np.ndarray, factors: Mapping[str, np.ndarray]
+    values: np.ndarray,
+    gap: np.ndarray,
+    factors: Mapping[str, np.ndarray],
+    *,
+    axes: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Jiang et al.'s granulated Kendall τ: for each factor, τ over members that differ
     only in that factor, averaged over the groups where the other factors are fixed.
@@ -360,10 +391,13 @@ def granulated_kendall(
     Args:
       values, gap: ``(members,)`` measure and generalisation gap (NaN members dropped).
       factors: factor name -> ``(members,)`` values (hyperparameters and seed).
+      axes: the hyperparameter axes Ψ averages (default: every factor). Other factors,
+        such as the seed, still fix the groups and get their own τ, but a seed is not a
+        hyperparameter axis: τ over members differing only in seed is noise, not Ψ.
 
     Returns:
       factor name -> mean τ over its groups (NaN when no group has two distinct values),
-      plus ``"psi"``: the mean over the factors that have a value.
+      plus ``"psi"``: the mean over the ``axes`` that have a value.
     """
     values, gap = np.asarray(values, float), np.asarray(gap, float)
     ok = np.isfinite(values) & np.isfinite(gap)
@@ -382,7 +416,7 @@ def granulated_kendall(
             if math.isfinite(t):
                 taus.append(t)
         out[name] = float(np.mean(taus)) if taus else float("nan")
-    finite = [v for v in out.values() if math.isfinite(v)]
+    finite = [out[a] for a in (factors if axes is None else axes) if math.isfinite(out[a])]
     out["psi"] = float(np.mean(finite)) if finite else float("nan")
     return out
 
@@ -489,7 +523,7 @@ def _correlations(values, gap, loss_gap, factors, *, key, num_bootstrap) -> dict
         "rho_low": rho.low,
         "rho_high": rho.high,
         "tau_loss_gap": tau_loss.value,
-        "granulated": granulated_kendall(values, gap, factors),
+        "granulated": granulated_kendall(values, gap, factors, axes=FACTORS),
     }
 
 
@@ -606,7 +640,8 @@ def run(
       preset: preset name (recorded only).
       seed: base seed; replicate ``r`` uses ``jax.random.key(seed + r)`` for its inits
         (shared across batch sizes and learning rates, so comparisons are paired) and data
-        order; measurement keys are folded from ``jax.random.key(seed)``.
+        order (:func:`replicate_keys`); measurement keys come from a stream of their own
+        (:func:`measurement_keys`).
       out_dir: unused (the framework writes the results).
       num_samples, train_split: the MNIST-1D dataset (:func:`lljax.data.mnist1d`).
       widths, hidden_layers: MLP ``[40, width × hidden_layers, 10]`` (ReLU, He init).
@@ -640,10 +675,9 @@ def run(
             f"measure_examples: {measure_examples} exceeds the {data.num_train} training examples"
         )
     seeds = [seed + r for r in range(num_seeds)]
-    rep_keys = [jr.split(jr.key(s)) for s in seeds]
+    rep_keys = replicate_keys(seed, num_seeds)
     batch = (data.x_train[:measure_examples], data.y_train[:measure_examples])
     train_xy = (data.x_train, data.y_train)
-    measure_key = jr.key(seed)
 
     cols: dict[str, list] = {}
     measured: dict[str, list] = {}
@@ -694,7 +728,7 @@ def run(
         params_w = jax.tree.map(lambda *xs: jnp.concatenate(xs), *params_w)
         n_w = len(jax.tree.leaves(params_w)[0])
         offset = sum(len(v) for v in measured.get("top_eigenvalue", []))
-        keys = jnp.stack([jr.fold_in(measure_key, offset + i) for i in range(n_w)])
+        keys = measurement_keys(seed, offset, n_w)
         fn = MemberMeasures(
             loss_fn,
             epsilon=epsilon,

@@ -9,7 +9,7 @@ Four measurements, all on populations trained or initialised as one vmapped prog
    (stochastic Lanczos quadrature, :func:`lljax.spectrum.density`), all members in one
    ``jax.vmap``. Prediction tested: about ``C = 10`` outliers separated from the bulk
    (Sagun et al. 2017; Papyan 2019 attributes them to the ``C`` class means of the logit
-   gradients), accepted within ``±tolerance``.
+   gradients), accepted when the mean count ± 2 s.e. lies within ``C ± tolerance``.
 
    Counting rule. The SLQ density is smoothed with Papyan's kernel (σ from the Lanczos
    length and the spectral range); an isolated eigenvalue then shows as a bump of height
@@ -74,6 +74,19 @@ CLAIM_MP = (
 CLAIM_SHARP = "The top Hessian eigenvalue grows during training (progressive sharpening)."
 
 NORMS = ("none", "batch")
+
+#: Streams of a member's key ``jax.random.key(seed + i)``. :func:`lljax.ensemble.train`
+#: splits that key into its init and data-order keys, and ``jax.random.split(k)`` equals
+#: ``(fold_in(k, 0), fold_in(k, 1))``: streams 0 and 1 are taken.
+MP_STREAM = 2
+ANALYSIS_STREAM = 3
+
+
+def stream_keys(seeds, stream: int) -> jax.Array:
+    """``fold_in(key(s), stream)`` for every seed ``s``: ``(len(seeds),)`` keys."""
+    if stream in (0, 1):
+        raise ValueError(f"stream: 0 and 1 are the init and data-order keys, got {stream}")
+    return jnp.stack([jr.fold_in(jr.key(s), stream) for s in seeds])
 
 
 # --------------------------------------------------------------------------------------
@@ -233,17 +246,21 @@ def single_eigenvalue_height(num_params: int, sigma: float) -> float:
 
 
 def outlier_verdict(counts, num_classes: int, tolerance: float, censored: bool) -> Verdict:
-    """``|mean − C| ≤ tolerance``: supported; outside even at 2 s.e.: not; else undecided."""
+    """Supported when ``|mean − C| + 2 s.e. ≤ tolerance`` (the mean is within the tolerance
+    even at 2 s.e.), not supported when ``|mean − C| − 2 s.e. > tolerance``, else undecided.
+
+    A single seed (no standard error) is judged by its count alone.
+    """
     m = measure(counts)
     se = 0.0 if math.isnan(m.stderr) else m.stderr
     gap = abs(m.value - num_classes)
     evidence = (
         f"outliers per seed {[int(c) for c in counts]}, mean {m} vs C = "
-        f"{num_classes} (rule: |mean − C| ≤ {tolerance:g})"
+        f"{num_classes} (rule: |mean − C| ± 2 s.e. vs {tolerance:g})"
     )
     if censored:
         return Verdict(CLAIM, None, evidence + "; some counts hit top_k (censored)")
-    if gap <= tolerance:
+    if gap + 2 * se <= tolerance:
         return Verdict(CLAIM, True, evidence)
     if gap - 2 * se > tolerance:
         return Verdict(CLAIM, False, evidence)
@@ -265,14 +282,22 @@ def difference_verdict(claim: str, diffs, what: str) -> Verdict:
 
 
 def mp_verdict(tv_net, tv_null, margin: float) -> Verdict:
-    """Supported when the network's TV distance exceeds the Wishart floor by ≤ ``margin``."""
+    """The network's TV distance over the Wishart floor, paired by seed: supported when the
+    excess + 2 s.e. ≤ ``margin``, not supported when excess − 2 s.e. > ``margin``, otherwise
+    (or with one seed) undecided."""
     net, null = measure(tv_net), measure(tv_null)
-    excess = net.value - null.value
+    excess = measure(np.subtract(tv_net, tv_null))
     evidence = (
         f"TV distance to MP: network {net}, exact Wishart {null} (pipeline floor); excess "
-        f"{excess:.3f} (rule: ≤ {margin:g})"
+        f"{excess} over {excess.n} paired seeds (rule: excess ± 2 s.e. vs {margin:g})"
     )
-    return Verdict(CLAIM_MP, bool(excess <= margin), evidence)
+    if math.isnan(excess.stderr):
+        return Verdict(CLAIM_MP, None, evidence + "; one seed gives no error bar")
+    if excess.value + 2 * excess.stderr <= margin:
+        return Verdict(CLAIM_MP, True, evidence)
+    if excess.value - 2 * excess.stderr > margin:
+        return Verdict(CLAIM_MP, False, evidence)
+    return Verdict(CLAIM_MP, None, evidence + "; within 2 s.e. of the margin")
 
 
 # --------------------------------------------------------------------------------------
@@ -459,7 +484,8 @@ def run(
     Args:
       preset: preset name (recorded only).
       seed: base seed; member ``i`` has key ``jax.random.key(seed + i)`` (its init and
-        data-order keys, shared by the BatchNorm and plain populations).
+        data-order keys, shared by the BatchNorm and plain populations); the spectral
+        probes and the MP part use other streams of that key (:func:`stream_keys`).
       out_dir: output folder (unused: the framework writes the results).
       widths: MLP widths, input 40 and output 10.
       num_seeds: population size.
@@ -500,7 +526,7 @@ def run(
     # A one-device member mesh places fresh and resumed train states alike, so resuming
     # from a checkpoint reuses the compiled training chunk.
     mesh = ensemble.member_mesh(jax.devices()[:1])
-    spec_keys = jnp.stack([jr.fold_in(jr.key(s), 1) for s in seeds])
+    spec_keys = stream_keys(seeds, ANALYSIS_STREAM)  # not the init/data-order keys
     x_eval, y_eval = data.x_train[:eval_size], data.y_train[:eval_size]
     marks = [round(steps * j / checkpoints) for j in range(checkpoints + 1)]
     settings = dict(eval_size=eval_size, hessian_batch=hessian_batch, top_k=top_k,
@@ -554,7 +580,7 @@ def run(
     # 2: Marchenko–Pastur at initialisation, one wide net per seed, vs exact Wishart.
     say(f"[spectra] MP: W = {mp_width}, n = {mp_examples}", flush=True)
     x_mp = data.x_train[:mp_examples]
-    mp_keys = jnp.stack([jr.fold_in(jr.key(s), 2) for s in seeds])
+    mp_keys = stream_keys(seeds, MP_STREAM)
     net_d, null_d = _mp_population(
         mp_width, mp_examples, C, mp_keys, x_mp, probes=mp_probes, steps=mp_steps
     )
@@ -657,7 +683,7 @@ def run(
     ]
     extra = [
         ("MP TV distance: net | Wishart", f"{measure(tv_net)} | {measure(tv_null)}",
-         f"excess ≤ {mp_margin:g}"),
+         f"paired excess ≤ {mp_margin:g} at 2 s.e."),
         ("MP aspect ratio: fitted | predicted W/n",
          f"{net_cmp[0]['fit_ratio']:.3g} | {ratio:.3g}", ""),
     ] + [(f"verdict: {k}", v.label, v.evidence) for k, v in mm["verdicts"].items()]  # fmt: skip
