@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -51,9 +52,21 @@ def parse_value(text: str) -> Any:
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Matches an override to the preset default's type (``steps=1e3`` -> 1000)."""
+    """Matches an override to the preset default's type (``steps=1e3`` -> 1000).
+
+    For a list/tuple setting, ``a,b`` and a single value are accepted too, and each item
+    must be like the default's items (``widths=64,x`` is refused for ``widths=(64, 256)``).
+    """
     if default is None or value is None:
         return value
+    if isinstance(default, (list, tuple)):
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (list, tuple)):
+            items = list(value)
+        else:  # one value for a list setting: widths=128 -> (128,)
+            items = [value]
+        return type(default)(_coerce_item(key, item, default) for item in items)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise UsageError(f"--set {key}: expected true or false, got {value!r}")
@@ -62,15 +75,31 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         return int(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-        return type(default)(value)
-    if isinstance(default, (list, tuple)) and isinstance(value, str):
-        return type(default)(v.strip() for v in value.split(",") if v.strip())
     if type(value) is not type(default):
         raise UsageError(
             f"--set {key}: expected {type(default).__name__} like {default!r}, got {value!r}"
         )
     return value
+
+
+def _coerce_item(key: str, item: Any, default: Sequence[Any]) -> Any:
+    """One item of a list/tuple override, matched to the kinds of the default's items."""
+    examples = list({type(d): d for d in default if d is not None}.values())
+    if not examples:
+        return item
+    # "64" from "64,128" is parsed (-> 64), but a string item stays available for string
+    # lists ("none" in norms=none,batch must not become None).
+    candidates = [parse_value(item), item] if isinstance(item, str) else [item]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        for example in examples:
+            try:
+                return _coerce(key, candidate, example)
+            except UsageError:
+                pass
+    kinds = " or ".join(dict.fromkeys(type(d).__name__ for d in examples))
+    raise UsageError(f"--set {key}: expected {kinds} items like {tuple(default)!r}, got {item!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +219,8 @@ def _cmd_run(args) -> int:
         experiments._check_writable(out)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    command = " ".join(
+    # Quoted for a POSIX shell, so the recorded command can be pasted to rerun the experiment.
+    command = shlex.join(
         [
             "lljax",
             "run",
@@ -201,7 +231,7 @@ def _cmd_run(args) -> int:
             str(args.seed),
             "--out",
             str(out),
-            *(f"--set {o}" for o in args.overrides),
+            *(part for o in args.overrides for part in ("--set", o)),
         ]
     )
     print(f"lljax run {args.name} --preset {args.preset} --seed {args.seed} -> {out}/", flush=True)
@@ -217,7 +247,8 @@ def _cmd_run(args) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - one line for users; the traceback goes to a file
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - one line; the traceback to a file
+        # SystemExit too: an experiment that calls sys.exit() has not produced results.
         if args.traceback:
             raise
         log = out / "error.log"
@@ -229,6 +260,10 @@ def _cmd_run(args) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(f"lljax run {args.name}: failed: {type(e).__name__}: {msg}{where}", file=sys.stderr)
         return 1
+    try:
+        (out / "error.log").unlink(missing_ok=True)  # a failed earlier run's, now misleading
+    except OSError:
+        pass
     print()
     print(report.summary_text(result.record), end="")
     figures = result.record.get("figures") or []
@@ -256,7 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lljax: error: {e}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help and --version exit through argparse
-        return e.code if isinstance(e.code, int) else 0
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        print(e.code, file=sys.stderr)  # sys.exit("message") means failure, as in Python
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Batch = tuple[jax.Array, jax.Array]
 LossFn = Callable[[Any, Batch], jax.Array]
@@ -30,34 +31,68 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
     Args:
       logits: ``(..., classes)``.
-      labels: integer class indices ``(...)`` or probabilities / one-hot ``(..., classes)``.
+      labels: integer class indices ``(...)`` in ``[0, classes)``, or probabilities /
+        one-hot ``(..., classes)`` (non-negative; rows need not sum to one).
 
     Returns:
-      Losses of shape ``logits.shape[:-1]``.
+      Losses of shape ``logits.shape[:-1]``. Under ``jit``/``vmap``, where labels cannot be
+      checked, an out-of-range integer label gives a NaN loss (never another class's loss).
 
     Raises:
-      ValueError: if the label shape matches neither form.
+      ValueError: if the label shape matches neither form, or (for concrete labels) an
+        integer label is outside ``[0, classes)`` or a probability is negative or not finite.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> softmax_cross_entropy(jnp.array([[0.0, 1e4]]), jnp.array([1]))
       Array([0.], dtype=float32)
     """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     logp = jax.nn.log_softmax(logits, axis=-1)
+    num_classes = logits.shape[-1]
     if jnp.issubdtype(labels.dtype, jnp.integer):
         if labels.shape != logits.shape[:-1]:
             raise ValueError(
                 f"labels: integer labels must have shape {logits.shape[:-1]} (logits without "
                 f"the class axis), got {labels.shape}"
             )
-        return -jnp.take_along_axis(logp, labels[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        _check_class_indices(labels, num_classes)
+        # take_along_axis wraps negative indices (-1 would pick the last class) and fills
+        # others with NaN; make every out-of-range label NaN, so traced bad labels are loud.
+        index = labels.astype(jnp.int32)
+        valid = (index >= 0) & (index < num_classes)
+        picked = jnp.take_along_axis(logp, jnp.where(valid, index, 0)[..., None], axis=-1)
+        return -jnp.where(valid, picked[..., 0], jnp.nan)
     if labels.shape != logits.shape:
         raise ValueError(
             f"labels: probability labels must have the logits' shape {logits.shape}, "
             f"got {labels.shape}"
         )
+    values = _concrete(labels)
+    if values is not None and not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+        raise ValueError(
+            "labels: probability labels must be finite and non-negative, got values in "
+            f"[{np.min(values)}, {np.max(values)}]"
+        )
+    labels = labels.astype(logp.dtype)  # the loss keeps the logits' dtype
     # Zero-probability classes contribute 0 even where log p = -inf (0 * -inf would be NaN).
     return -jnp.sum(jnp.where(labels == 0, 0.0, labels * logp), axis=-1)
+
+
+def _concrete(x: jax.Array) -> np.ndarray | None:
+    """``x`` as NumPy when its values are known (not traced under jit/vmap/grad), else None."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def _check_class_indices(labels: jax.Array, num_classes: int) -> None:
+    values = _concrete(labels)
+    if values is not None and values.size and (values.min() < 0 or values.max() >= num_classes):
+        raise ValueError(
+            f"labels: integer labels must be class indices in [0, {num_classes}), got values "
+            f"in [{values.min()}, {values.max()}]"
+        )
 
 
 def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
@@ -84,11 +119,23 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """Fraction of examples whose argmax logit is the label (integer or one-hot labels)."""
+    """Fraction of examples whose argmax logit is the label (integer or one-hot labels).
+
+    Raises:
+      ValueError: if the label shape is wrong or (for concrete labels) an integer label is
+        outside ``[0, classes)``.
+    """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"labels: one-hot/probability labels must have the logits' shape "
+                f"{logits.shape}, got {labels.shape}"
+            )
         labels = jnp.argmax(labels, -1)
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"labels: expected shape {logits.shape[:-1]}, got {labels.shape}")
+    _check_class_indices(labels, logits.shape[-1])
     return jnp.mean(jnp.argmax(logits, -1) == labels)
 
 

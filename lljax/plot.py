@@ -227,8 +227,16 @@ def histogram(
 
 
 def save(fig, path: str | os.PathLike, *, dpi: int = 120) -> str:
-    """Writes ``fig`` as PNG to ``path`` and closes it; returns the path."""
+    """Writes ``fig`` as PNG to ``path`` (exactly that name) and closes it; returns the path.
+
+    A suffix naming another format matplotlib writes (``.pdf``, ``.svg``, ...) picks that
+    format; any other name (no suffix, ``run.v1``) gets PNG bytes, with no suffix appended.
+    """
     plt = pyplot()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    suffix = os.path.splitext(os.fspath(path))[1][1:].lower()
+    fmt = suffix if suffix in fig.canvas.get_supported_filetypes() else "png"
+    try:
+        fig.savefig(path, dpi=dpi, format=fmt)
+    finally:
+        plt.close(fig)
     return str(path)

@@ -19,10 +19,13 @@ import base64
 import html
 import json
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "format_cell",
@@ -34,16 +37,33 @@ __all__ = [
 ]
 
 
+def _real(value: Any) -> float | None:
+    """``value`` as a float if it is a non-integer real number (Python, NumPy or a 0-d array)."""
+    if isinstance(value, (numbers.Integral, np.bool_)):
+        return None
+    if isinstance(value, numbers.Real):
+        return float(value)
+    dtype = getattr(value, "dtype", None)
+    if getattr(value, "ndim", None) == 0 and getattr(dtype, "kind", "b") not in "biuOSU":
+        return float(value)  # NumPy/JAX 0-d float arrays (bfloat16 has kind "V")
+    return None
+
+
 def format_cell(value: Any) -> str:
-    """A compact string for a table cell: floats to 4 significant digits, None as ``-``."""
+    """A compact string for a table cell: floats to 4 significant digits, None as ``-``.
+
+    Floats of any kind (Python, NumPy scalars, 0-d JAX/NumPy arrays) are formatted alike;
+    non-finite ones show as ``-``.
+    """
     if value is None:
         return "-"
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
+    real = _real(value)
+    if real is not None:
+        if not math.isfinite(real):
             return "-"
-        return f"{value:.4g}"
+        return f"{real:.4g}"
     if isinstance(value, tuple) and hasattr(value, "stderr"):  # a Measurement
         value = {"value": value.value, "stderr": value.stderr, "unit": value.unit}
     if isinstance(value, Mapping) and "value" in value:
@@ -54,18 +74,37 @@ def format_cell(value: Any) -> str:
 def format_measurement(value: float | None, stderr: float | None = None, unit: str = "") -> str:
     """``value ± stderr`` with the stderr to two significant digits and the value to match.
 
+    Numbers too small for eight decimals are written with a shared power of ten. NumPy and
+    0-d JAX numbers are accepted like Python floats.
+
     Examples:
       >>> format_measurement(29.3512, 0.25), format_measurement(48.0, 1.0, "%")
       ('29.35 ± 0.25', '48.0 ± 1.0%')
+      >>> format_measurement(3.2e-9, 1.5e-10)
+      '(3.20 ± 0.15)e-09'
     """
-    if value is None or not math.isfinite(value):
+    if value is None or not math.isfinite(value := float(value)):
         return "-"
-    if stderr is None or not isinstance(stderr, (int, float)) or not math.isfinite(stderr):
-        return f"{format_cell(float(value))}{unit}"
+    if isinstance(stderr, bool) or stderr is None:
+        stderr = None
+    elif isinstance(stderr, numbers.Integral):
+        stderr = float(stderr)
+    else:
+        stderr = _real(stderr)
+    if stderr is None or not math.isfinite(stderr):
+        return f"{format_cell(value)}{unit}"
     if stderr == 0:
-        return f"{format_cell(float(value))} ± 0{unit}"
-    decimals = min(max(0, 1 - math.floor(math.log10(abs(stderr)))), 8)
-    return f"{value:.{decimals}f} ± {stderr:.{decimals}f}{unit}"
+        return f"{format_cell(value)} ± 0{unit}"
+    decimals = max(0, 1 - math.floor(math.log10(abs(stderr))))
+    if decimals <= 8:
+        return f"{value:.{decimals}f} ± {stderr:.{decimals}f}{unit}"
+    # Fixed point would round both to zero: scale by the larger magnitude's power of ten.
+    exponent = math.floor(math.log10(max(abs(value), abs(stderr))))
+    decimals = max(0, 1 - math.floor(math.log10(abs(stderr))) + exponent)
+    if decimals > 8:  # the value is known far better than it is large: stderr on its own
+        return f"{format_cell(value)} ± {stderr:.1e}{unit}"
+    scale = 10.0**exponent
+    return f"({value / scale:.{decimals}f} ± {stderr / scale:.{decimals}f})e{exponent:+03d}{unit}"
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:

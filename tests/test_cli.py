@@ -1,5 +1,6 @@
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -177,3 +178,77 @@ def test_python_dash_m_lljax(tmp_path):
         check=False,
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+
+
+def test_coerce_list_items():
+    # Items of a list setting are checked like scalar settings, not passed on as strings.
+    with pytest.raises(cli.UsageError, match="widths: expected int items"):
+        cli._coerce("widths", "64,x", (64, 256))
+    with pytest.raises(cli.UsageError, match="widths: expected int items"):
+        cli._coerce("widths", (64.5, 128), (64, 256))
+    assert cli._coerce("widths", "64,128", (64, 256)) == (64, 128)
+    assert cli._coerce("widths", 128, (64, 256)) == (128,)
+    assert cli._coerce("lrs", [1, 0.5], [0.1]) == [1.0, 0.5]
+    assert cli._coerce("norms", "none,batch", ("none", "batch")) == ("none", "batch")
+    assert cli._coerce("sigma", "1,critical", (0.5, "critical")) == (1.0, "critical")
+
+
+def test_bad_list_item_exits_2_before_running(capsys, tmp_path, monkeypatch):
+    ran = []
+    _register_tiny(
+        monkeypatch,
+        fn=lambda preset, seed, out_dir, **settings: ran.append(settings),
+        presets={"quick": {"widths": (64, 256), "learning_rates": (0.01, 0.02)}},
+    )
+    for item, fragment in [
+        ("widths=64,x", "widths: expected int items like (64, 256), got 'x'"),
+        ("learning_rates=0.01,fast", "learning_rates: expected float items"),
+    ]:
+        code, _, err = run_cli(capsys, "run", "tiny", "--out", str(tmp_path), "--set", item)
+        assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1
+    assert ran == []
+
+
+def _register_tiny(monkeypatch, fn=None, presets=None):
+    experiments.names()
+    monkeypatch.setattr(experiments, "_REGISTRY", dict(experiments._REGISTRY))
+
+    def tiny(preset, seed, out_dir, **settings):
+        return Result(summary=[{"name": "seed", "value": seed}], seeds=[seed])
+
+    experiments.register("tiny", description="instant", presets=presets or {"quick": {}})(
+        fn or tiny
+    )
+
+
+def test_recorded_command_reruns_in_a_shell(capsys, tmp_path, monkeypatch):
+    _register_tiny(monkeypatch, presets={"quick": {"hidden": (4, 4)}})
+    out_dir = tmp_path / "my runs"
+    code, _, err = run_cli(capsys, "run", "tiny", "--out", str(out_dir), "--set", "hidden=(8, 8)")
+    assert code == 0, err
+    record = json.loads((out_dir / "results.json").read_text())
+    assert record["settings"]["hidden"] == [8, 8]
+    argv = shlex.split(record["command"])
+    assert argv[:2] == ["lljax", "run"]
+    args = cli.build_parser().parse_args(argv[1:])
+    assert (args.name, args.out, args.overrides) == ("tiny", str(out_dir), ["hidden=(8, 8)"])
+
+
+def test_experiment_calling_sys_exit_is_a_failure(capsys, tmp_path, monkeypatch):
+    def exits(preset, seed, out_dir):
+        sys.exit("cannot continue")
+
+    _register_tiny(monkeypatch, fn=exits)
+    code, _, err = run_cli(capsys, "run", "tiny", "--out", str(tmp_path))
+    assert code == 1
+    assert "failed: SystemExit: cannot continue" in err
+    assert "Traceback" in (tmp_path / "error.log").read_text()
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_successful_run_removes_a_stale_error_log(capsys, tmp_path, monkeypatch):
+    _register_tiny(monkeypatch)
+    (tmp_path / "error.log").write_text("Traceback of an earlier failed run\n")
+    code, _, err = run_cli(capsys, "run", "tiny", "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "results.json").exists() and not (tmp_path / "error.log").exists()

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import lljax as ll
@@ -116,3 +117,47 @@ def test_accuracy_known_values():
     logits = jnp.array([[2.0, 1.0], [0.0, 3.0], [1.0, 0.0], [0.0, 1.0]])
     assert float(accuracy_from_logits(logits, jnp.array([0, 1, 1, 0]))) == 0.5
     assert float(accuracy_from_logits(logits, jnp.array([0, 1, 0, 1]))) == 1.0
+
+
+def test_integer_labels_out_of_range_raise_or_give_nan():
+    logits = jax.random.normal(jax.random.key(4), (4, 3))
+    for bad in ([0, 1, 2, -1], [0, 1, 3, 2]):
+        with pytest.raises(ValueError, match=r"labels: .*\[0, 3\)"):
+            softmax_cross_entropy(logits, jnp.array(bad))
+        with pytest.raises(ValueError, match=r"labels: .*\[0, 3\)"):
+            accuracy_from_logits(logits, jnp.array(bad))
+    # Traced labels cannot be checked: a bad label gives NaN, never another class's loss
+    # (take_along_axis alone wraps -1 to the last class).
+    got = jax.jit(softmax_cross_entropy)(logits, jnp.array([0, 1, 2, -1]))
+    ref = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.array([0, 1, 2, 0]))
+    np.testing.assert_allclose(got[:3], ref[:3], rtol=1e-6)
+    assert np.isnan(got[3])
+    assert np.isnan(jax.jit(softmax_cross_entropy)(logits, jnp.array([3, 0, 0, 0]))[0])
+
+
+def test_probability_labels_must_be_non_negative_and_finite():
+    logits = jnp.zeros((2, 3))
+    for bad in ([1.5, -0.5, 0.0], [jnp.nan, 0.0, 1.0], [jnp.inf, 0.0, 0.0]):
+        with pytest.raises(ValueError, match="labels: probability labels must be finite"):
+            softmax_cross_entropy(logits, jnp.array([bad, [1.0, 0.0, 0.0]]))
+
+
+def test_probability_labels_keep_logits_dtype(x64):
+    logits = jax.random.normal(jax.random.key(5), (4, 3), jnp.float32)
+    soft = jax.nn.softmax(jax.random.normal(jax.random.key(6), (4, 3), jnp.float32))
+    ref = optax.softmax_cross_entropy(logits, soft)
+    got = softmax_cross_entropy(logits, soft.astype(jnp.float64))
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+    got16 = softmax_cross_entropy(logits.astype(jnp.bfloat16), soft)
+    assert got16.dtype == jnp.bfloat16
+    np.testing.assert_allclose(got16.astype(jnp.float32), ref, rtol=3e-2)
+
+
+def test_accuracy_one_hot_labels_must_match_the_classes():
+    logits = jnp.array([[2.0, 1.0, 0.0, 0.0], [0.0, 3.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="labels: one-hot"):
+        accuracy_from_logits(logits, jax.nn.one_hot(jnp.array([0, 4]), 5))
+    with pytest.raises(ValueError, match="labels: one-hot"):
+        accuracy_from_logits(logits, jax.nn.one_hot(jnp.array([0, 1]), 3))
+    assert float(accuracy_from_logits(logits, jax.nn.one_hot(jnp.array([0, 2]), 4))) == 0.5
