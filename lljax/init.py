@@ -56,8 +56,30 @@ def _fan_in(shape) -> int:
     return int(math.prod(shape[:-1])) if len(shape) > 1 else int(shape[0])
 
 
+def _check_variance(value, name: str) -> float:
+    """A scheme's σ² must be a finite real ≥ 0: NaN or a negative variance would otherwise
+    surface only at ``model.init``, as NaN kernels or a bare "math domain error"."""
+    v = _finite(value)
+    if v is None or v < 0:
+        raise ValueError(f"{name}: expected a finite non-negative variance, got {value!r}")
+    return v
+
+
+def _finite(value) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 def variance_scaled(sigma_w2: float) -> Initializer:
-    """Gaussian kernel with variance ``sigma_w2 / fan_in``."""
+    """Gaussian kernel with variance ``sigma_w2 / fan_in``.
+
+    Raises:
+      ValueError: if ``sigma_w2`` is negative or not finite.
+    """
+    _check_variance(sigma_w2, "sigma_w2")
 
     def init(key, shape, dtype=jnp.float32):
         std = math.sqrt(sigma_w2 / _fan_in(shape))
@@ -91,7 +113,12 @@ def _zeros(key, shape, dtype=jnp.float32):
 
 
 def constant_bias(sigma_b2: float) -> Initializer:
-    """Bias ~ N(0, sigma_b2) (zeros when ``sigma_b2 == 0``)."""
+    """Bias ~ N(0, sigma_b2) (zeros when ``sigma_b2 == 0``).
+
+    Raises:
+      ValueError: if ``sigma_b2`` is negative or not finite.
+    """
+    _check_variance(sigma_b2, "sigma_b2")
 
     def init(key, shape, dtype=jnp.float32):
         if sigma_b2 == 0:
@@ -117,7 +144,13 @@ def glorot() -> InitScheme:
 
 
 def orthogonal(gain: float = 1.0) -> InitScheme:
-    """Scaled orthogonal kernels (Saxe et al. 2014, arXiv:1312.6120), zero biases."""
+    """Scaled orthogonal kernels (Saxe et al. 2014, arXiv:1312.6120), zero biases.
+
+    Raises:
+      ValueError: if ``gain`` is not a finite real.
+    """
+    if _finite(gain) is None:
+        raise ValueError(f"gain: expected a finite real, got {gain!r}")
     name = "orthogonal" if gain == 1 else f"orthogonal({gain:g})"
     return InitScheme(name, _orthogonal(gain), _zeros, sigma_w2=None)
 
@@ -126,7 +159,12 @@ def gaussian(sigma_w2: float, sigma_b2: float = 0.0) -> InitScheme:
     """Mean-field parametrisation W ~ N(0, σ_w²/fan_in), b ~ N(0, σ_b²).
 
     The parametrisation of signal-propagation theory (Poole et al. 2016, arXiv:1606.05340).
+
+    Raises:
+      ValueError: if ``sigma_w2`` or ``sigma_b2`` is negative or not finite.
     """
+    sigma_w2 = _check_variance(sigma_w2, "sigma_w2")
+    sigma_b2 = _check_variance(sigma_b2, "sigma_b2")
     return InitScheme(
         f"gaussian({sigma_w2:g},{sigma_b2:g})",
         variance_scaled(sigma_w2),

@@ -20,12 +20,15 @@ steps in ``lax``, so they jit and vmap.
 Quadrature. Expectations are two-dimensional Gaussian integrals taken in polar coordinates,
 ``(z₁, z₂) = r (cos t, sin t)``, with composite Gauss–Legendre rules: radial panels refined
 geometrically towards ``r = 0`` (weight ``r e^{-r²/2}``), and angular panels split exactly at
-the four rays where ``u₁`` or ``u₂`` changes sign. The kinks of ReLU-like activations and the
-boundary layers of saturating ones at large ``q`` sit on panel edges, so the rule converges
+the four rays where ``u₁`` or ``u₂`` changes sign and refined geometrically towards them. The
+kinks of ReLU-like activations and the boundary layers of saturating ones at large ``q`` (of
+angular width ~1/√q next to the rays) sit on or next to panel edges, so the rule converges
 spectrally for them too: the ReLU arc-cosine kernel is reproduced to ~1e-14 in float64,
 where a 128×128 tensor Gauss–Hermite rule errs by ~2e-3 (it is exact only for polynomials,
-and it needs ``O(q)`` nodes to resolve ``tanh(√q z)``). One-dimensional expectations use the
-radial rule on both half-lines. Results are computed in the floating dtype of the inputs
+and it needs ``O(q)`` nodes to resolve ``tanh(√q z)``), and the erf c-map to ~1e-13 for
+``q`` up to 1e5. One-dimensional expectations use the radial rule on both half-lines (its
+finest panel, 2^-8, resolves ``tanh(√q z)`` to ~1e-12 up to ``q ≈ 1e5``; beyond, e.g.
+tanh at σ_w² ≈ 1e6, χ₁ errs by ~1e-6). Results are computed in the floating dtype of the inputs
 (float32, or float64 with ``jax_enable_x64``).
 
 The second half of the module measures the same quantities in a given network
@@ -72,7 +75,9 @@ Activation = str | Callable[[jax.Array], jax.Array]
 # below float64 resolution. Moments E[z^2k], k ≤ 4, come out exact to float64 rounding.
 _RADIAL_EDGES = np.array([0.0] + [2.0**k for k in range(-8, 1)] + [2, 3, 4, 5, 6, 7, 8, 10, 12.0])
 _RADIAL_NODES_PER_PANEL = 10
-_ANGULAR_NODES_PER_PANEL = 24
+_ANGULAR_NODES_PER_PANEL = 12
+_ANGULAR_LEVELS = 5
+_ANGULAR_RATIO = 4.0
 
 
 @functools.cache
@@ -101,23 +106,38 @@ def _gaussian_expectation(f: Callable, q: jax.Array, dtype) -> jax.Array:
     return jnp.sum(w * (f(u) + f(-u)))
 
 
+@functools.cache
+def _angular_fractions() -> np.ndarray:
+    """Sub-panel edges in [0, 1] for a panel between two rays: geometric towards both ends."""
+    half = 0.5 * _ANGULAR_RATIO ** -np.arange(_ANGULAR_LEVELS, -1, -1.0)  # ρ^-K/2 … 1/2
+    return np.concatenate([[0.0], half, 1.0 - half[-2::-1], [1.0]])
+
+
 def _pair_nodes(q: jax.Array, c: jax.Array, dtype):
     """Nodes (u₁, u₂) and weights for E[g(u₁, u₂)], u ~ N(0, q [[1, c], [c, 1]])."""
     r, wr = _radial_rule()
     x, w = _gauss_legendre01(_ANGULAR_NODES_PER_PANEL)
     theta = jnp.arccos(jnp.clip(c, -1.0, 1.0))
     two_pi = 2.0 * math.pi
-    # u₁ ∝ cos t and u₂ ∝ cos(t − θ) change sign on these rays: make them panel edges.
-    rays = jnp.stack(
-        [
-            jnp.asarray(0.5 * math.pi, dtype),
-            jnp.asarray(1.5 * math.pi, dtype),
-            jnp.mod(theta + 0.5 * math.pi, two_pi),
-            jnp.mod(theta + 1.5 * math.pi, two_pi),
-        ]
+    # u₁ ∝ cos t and u₂ ∝ cos(t − θ) change sign on these rays: make them panel edges. At
+    # radius r, φ(√q r cos t) changes over an angle ~1/(√q r) next to them (a kink, or the
+    # boundary layer of a saturating φ), so each panel is refined geometrically towards both
+    # of its rays, as the radial rule is towards r = 0. The integrand is 2π-periodic: the
+    # last panel wraps around.
+    rays = jnp.sort(
+        jnp.stack(
+            [
+                jnp.asarray(0.5 * math.pi, dtype),
+                jnp.asarray(1.5 * math.pi, dtype),
+                jnp.mod(theta + 0.5 * math.pi, two_pi),
+                jnp.mod(theta + 1.5 * math.pi, two_pi),
+            ]
+        )
     )
-    edges = jnp.concatenate([jnp.zeros((1,), dtype), jnp.sort(rays), jnp.full((1,), two_pi, dtype)])
-    a, b = edges[:-1, None], edges[1:, None]
+    edges = jnp.concatenate([rays, rays[:1] + two_pi])
+    frac = jnp.asarray(_angular_fractions(), dtype)
+    sub = edges[:-1, None] + (edges[1:] - edges[:-1])[:, None] * frac[None, :]
+    a, b = sub[:, :-1].ravel()[:, None], sub[:, 1:].ravel()[:, None]
     t = (a + (b - a) * jnp.asarray(x, dtype)[None, :]).ravel()
     wt = ((b - a) * jnp.asarray(w, dtype)[None, :]).ravel() / two_pi
     sq = jnp.sqrt(q)
@@ -146,8 +166,27 @@ def _resolve(activation: Activation) -> Callable:
     )
 
 
-def _check_nonnegative(value, name: str) -> None:
-    if isinstance(value, (int, float, np.floating, np.integer)) and not value >= 0:
+def _is_real(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)
+
+
+def _check_nonnegative(value, name: str, *, scalar: bool = True) -> None:
+    """A σ² or q must be a real scalar ≥ 0 (``inf`` allowed): checked on concrete values.
+
+    Traced values (under jit/vmap) pass unchecked, except for their shape: the root finders
+    work on one scalar, and an array of σ's is ``jax.vmap``'s job.
+    """
+    shape = np.shape(value) if not isinstance(value, jax.core.Tracer) else value.shape
+    if scalar and shape != ():
+        raise ValueError(
+            f"{name}: expected a scalar (jax.vmap over an array of values), got shape {shape}"
+        )
+    if isinstance(value, jax.core.Tracer):
+        return
+    values = np.asarray(value)
+    if not _is_real(values.dtype):
+        raise ValueError(f"{name}: expected a real non-negative variance, got {value!r}")
+    if not np.all(values >= 0):  # NaN fails too
         raise ValueError(f"{name}: expected a non-negative variance, got {value!r}")
 
 
@@ -194,14 +233,23 @@ def _implicit(g: Callable, root: jax.Array) -> jax.Array:
 
 
 def _bracket(g: Callable, exponents: np.ndarray, dtype, tol: float = 0.0):
-    """The first grid point 2^k with g ≤ −tol (and its predecessor, or 0), or +inf if none."""
+    """The first grid point 2^k with g ≤ −tol, and the last grid point before it with g > 0
+    (or 0 if none): a bracket of the first down-crossing. ``found`` is False if none.
+
+    The lower end is not simply the predecessor of 2^k: where g lies in (−tol, 0] over the
+    grid points below 2^k (e.g. tanh at the critical point σ_w² = 1, σ_b² = 0, where
+    g(q) ≈ −2q), there is no crossing between them, and bisecting from the predecessor would
+    return it, a spurious root of size ~tol, instead of the crossing further down (at 0).
+    """
     grid = jnp.asarray(2.0 ** exponents.astype(np.float64), dtype)
     vals = jax.vmap(g)(grid)
     below = ~(vals > -tol)  # NaN counts as "below" so divergence does not hide a root
     found = jnp.any(below)
     k = jnp.argmax(below)
     hi = grid[k]
-    lo = jnp.where(k > 0, grid[jnp.maximum(k - 1, 0)], jnp.zeros((), dtype))
+    index = jnp.arange(grid.shape[0])
+    j = jnp.max(jnp.where((vals > 0) & (index < k), index, -1))
+    lo = jnp.where(j >= 0, grid[jnp.maximum(j, 0)], jnp.zeros((), dtype))
     return lo, hi, found
 
 
@@ -237,9 +285,10 @@ def length_map(activation: Activation, sigma_w2, sigma_b2, q) -> jax.Array:
     References:
       Poole et al. 2016, arXiv:1606.05340, eq. (3).
     """
-    _check_nonnegative(sigma_w2, "sigma_w2")
-    _check_nonnegative(sigma_b2, "sigma_b2")
-    _check_nonnegative(q, "q")
+    # The map is elementwise: arrays of σ's and q's broadcast.
+    _check_nonnegative(sigma_w2, "sigma_w2", scalar=False)
+    _check_nonnegative(sigma_b2, "sigma_b2", scalar=False)
+    _check_nonnegative(q, "q", scalar=False)
     return _length_map(_resolve(activation), sigma_w2, sigma_b2, q)
 
 
@@ -374,7 +423,8 @@ def correlation_map(
       The correlation after ``num_iters`` layers (or the whole trajectory).
 
     Raises:
-      ValueError: if ``num_iters`` is not a positive int.
+      ValueError: if ``num_iters`` is not a positive int, a σ² or ``q`` is not a
+        non-negative scalar, or a (concrete) ``c`` lies outside ``[-1, 1]``.
 
     Examples:
       >>> import lljax as ll
@@ -388,6 +438,15 @@ def correlation_map(
         raise ValueError(f"num_iters: expected a positive int, got {num_iters!r}")
     _check_nonnegative(sigma_w2, "sigma_w2")
     _check_nonnegative(sigma_b2, "sigma_b2")
+    if q is not None:
+        _check_nonnegative(q, "q")
+    if not isinstance(c, jax.core.Tracer):
+        # The quadrature clips c to [-1, 1], so c = 1.5 would silently be read as 1; allow
+        # only the rounding of a computed cosine.
+        cs = np.asarray(c)
+        eps = float(jnp.finfo(cs.dtype).eps) if jnp.issubdtype(cs.dtype, jnp.floating) else 0.0
+        if not (_is_real(cs.dtype) and np.all(np.abs(cs) <= 1 + 16 * eps)):
+            raise ValueError(f"c: expected correlations in [-1, 1], got {c!r}")
     return _correlation_map(
         _resolve(activation), sigma_w2, sigma_b2, c, q, int(num_iters), bool(trajectory)
     )
@@ -477,7 +536,10 @@ def _mean_field(act, sigma_w2, sigma_b2):
     # line): the q → ∞ c-map of such φ has slope 1 at c = 1 and lies on or above the
     # diagonal (for ReLU the arc-cosine kernel), so correlations still converge to c* = 1,
     # sub-exponentially; χ₁ > 1 there measures the growth of lengths, not decorrelation.
-    chaotic_c = _bisect(g, jnp.asarray(-1.0, dtype), jnp.asarray(1.0, dtype))
+    # Halving [-1, 1] reaches the spacing of floats near 1 after nmant + 2 steps; more
+    # steps (each a full two-dimensional quadrature) change nothing.
+    steps = jnp.finfo(dtype).nmant + 2
+    chaotic_c = _bisect(g, jnp.asarray(-1.0, dtype), jnp.asarray(1.0, dtype), steps)
     chaotic = (chi_1 > 1) & jnp.isfinite(q)
     c_star = jnp.where(chaotic, chaotic_c, jnp.ones((), dtype))
     u1, u2, w = _pair_nodes(qf, c_star, dtype)

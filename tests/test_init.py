@@ -107,3 +107,25 @@ def test_scheme_names_round_trip_with_their_arguments():
     assert ll.init.get("depth_scaled(orthogonal(0.5))").name == "depth_scaled(orthogonal(0.5))"
     with pytest.raises(ValueError, match="unknown scheme"):
         ll.init.get("fixup()")
+
+
+def test_schemes_reject_bad_variances_at_construction():
+    # A NaN σ² used to give NaN kernels at model.init, a negative one a bare "math domain
+    # error" there; get() parses "gaussian(nan,0)" into the same.
+    for bad in (float("nan"), -1.0, float("inf"), "x"):
+        with pytest.raises(ValueError, match="sigma_w2: expected a finite non-negative"):
+            ll.init.gaussian(bad)
+        with pytest.raises(ValueError, match="sigma_w2"):
+            ll.init.variance_scaled(bad)
+    with pytest.raises(ValueError, match="sigma_b2: expected a finite non-negative"):
+        ll.init.gaussian(1.0, -0.1)
+    with pytest.raises(ValueError, match="sigma_b2"):
+        ll.init.constant_bias(float("nan"))
+    with pytest.raises(ValueError, match="cannot parse 'gaussian\\(nan,0\\)': sigma_w2"):
+        ll.init.get("gaussian(nan,0)")
+    with pytest.raises(ValueError, match="gain: expected a finite real"):
+        ll.init.orthogonal(float("nan"))
+    # Edge values that are fine: σ_w² = 0 (zero kernels) and numpy scalars.
+    assert float(jnp.abs(ll.init.gaussian(0.0).kernel(jr.key(0), (3, 2))).max()) == 0.0
+    assert ll.init.gaussian(np.float32(2.0), np.float64(0.5)).name == "gaussian(2,0.5)"
+    assert ll.init.orthogonal(np.float32(2.0)).name == "orthogonal(2)"

@@ -138,6 +138,46 @@ def test_identity_activation_closed_form(x64):
     assert float(signal.critical_sigma_w2("identity", 0.3)) == pytest.approx(1.0, abs=1e-12)
 
 
+def test_cmap_accurate_at_large_q(x64):
+    # E[erf(u₁)erf(u₂)] = (2/π) arcsin(2qc / (1 + 2q)) (Williams 1997). At large q, erf(√q r cos t)
+    # has a boundary layer of angular width ~1/(√q r) next to the rays where u₁, u₂ change
+    # sign; a rule that only splits at the rays errs by 2e-9 at q = 10 and 4e-4 at q = 1e5.
+    # Tolerance: 100× the ~1e-14 the quadrature reaches on the smooth (small-q) case.
+    c = np.array([-1.0, -0.999999, -0.9, 0.0, 0.5, 0.9, 0.99, 0.9999, 0.999999, 1.0])
+    sw, sb = 1.3, 0.2
+    k = lambda cc, q: (2 / np.pi) * np.arcsin(2 * q * cc / (1 + 2 * q))
+    for q in (1.0, 10.0, 1e3, 1e5):
+        want = (sw * k(c, q) + sb) / (sw * k(1.0, q) + sb)
+        got = signal.correlation_map("erf", sw, sb, c, q=q)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"q = {q}")
+    # Deep in chaos (q* ≈ 486): c* solves the closed-form fixed-point equation.
+    sw = 500.0
+    mf = signal.mean_field("erf", sw, sb)
+    qs, cs = float(mf.q_star), float(mf.c_star)
+    f = lambda q: sw * (2 / np.pi) * np.arcsin(2 * q / (1 + 2 * q)) + sb - q
+    assert qs == pytest.approx(optimize.brentq(f, 1.0, 10 * sw, xtol=1e-13), rel=1e-11)
+    assert (sw * k(cs, qs) + sb) / qs == pytest.approx(cs, abs=1e-12)
+    chi_c = sw * (4 / np.pi) / np.sqrt((1 + 2 * qs) ** 2 - (2 * qs * cs) ** 2)
+    assert float(mf.chi_c) == pytest.approx(chi_c, rel=1e-11)
+
+
+@pytest.mark.parametrize("x64_on", [False, True])
+def test_tanh_is_exactly_critical_at_unit_sigma_w2_without_bias(x64_on):
+    # tanh, σ_b² = 0, σ_w² = 1: V(q) = E[tanh²(√q z)] < q for every q > 0, so q* = 0 and
+    # χ₁ = χ_c = χ_q = tanh'(0)² = 1: the edge of chaos, ξ_c = ξ_q = inf (correlations and
+    # lengths converge only algebraically). χ₁ ≈ 1 − 2q* near q* = 0, so χ₁ within 4 eps of
+    # 1 means q* ≤ 2 eps; a spurious root q* ~ 16 eps (the root finder's rounding tolerance)
+    # gave χ₁ = 1 − 3.7e-15 and ξ_c = 2.6e14 layers in float64.
+    with jax.enable_x64(x64_on):
+        mf = signal.mean_field("tanh", 1.0, 0.0)
+        eps = float(jnp.finfo(mf.chi1.dtype).eps)
+        assert 0 <= float(mf.q_star) <= 2 * eps
+        for chi in (mf.chi1, mf.chi_c, mf.chi_q):
+            assert abs(float(chi) - 1) <= 4 * eps, float(chi)
+        assert float(mf.c_star) == 1.0
+        assert float(mf.xi_c) == np.inf and float(mf.xi_q) == np.inf
+
+
 # ---------------------------------------------------------------------------------------------
 # Mean-field theory: tanh against independent scipy quadrature and the published line
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +270,25 @@ def test_theory_bad_input():
         signal.critical_sigma_w2("tanh", -0.1)
     with pytest.raises(ValueError, match="num_iters"):
         signal.correlation_map("tanh", 1.0, 0.0, 0.5, num_iters=0)
+    # Concrete arrays are checked like Python floats (a negative σ_w² gave χ₁ = −1).
+    with pytest.raises(ValueError, match="sigma_w2: expected a non-negative"):
+        signal.chi1("tanh", jnp.asarray(-1.0), 0.0)
+    with pytest.raises(ValueError, match="sigma_b2: expected a non-negative"):
+        signal.mean_field("tanh", 1.0, np.asarray(-0.5))
+    # σ arrays are vmap's job; they used to fail deep inside lax.scan with a TypeError.
+    with pytest.raises(ValueError, match="sigma_w2: expected a scalar"):
+        signal.chi1("tanh", jnp.array([1.0, 2.0]), 0.0)
+    with pytest.raises(ValueError, match="sigma_b2: expected a scalar"):
+        signal.critical_sigma_w2("tanh", jnp.array([0.0, 0.05]))
+    # The quadrature clips c to [-1, 1]: c = 1.5 was silently read as 1.
+    with pytest.raises(ValueError, match=r"c: expected correlations in \[-1, 1\]"):
+        signal.correlation_map("tanh", 2.0, 0.1, 1.5)
+    with pytest.raises(ValueError, match="q: expected a non-negative"):
+        signal.correlation_map("tanh", 2.0, 0.1, 0.5, q=-1.0)
+    # The length map is elementwise: arrays of σ's broadcast.
+    np.testing.assert_allclose(
+        signal.length_map("relu", jnp.array([1.0, 2.0]), 0.5, 3.0), [2.0, 3.5], rtol=1e-6
+    )
 
 
 # ---------------------------------------------------------------------------------------------
