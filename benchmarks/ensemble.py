@@ -13,6 +13,7 @@ labels; every step draws ``batch`` indices with replacement from the member's ke
   ``functional_call`` + ``vmap`` over ``stack_module_state`` (only if torch imports).
 
 Times include initialising the members' params and block until the results are ready.
+float32 everywhere; on a GPU torch's matmuls use TF32, as XLA's default precision does.
 Then two scaling tables for lljax: time per step vs members and vs hidden width.
 Prints a table and JSON (also written to ``--out``).
 
@@ -184,6 +185,8 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
     except ImportError:
         return None
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cuda":  # TF32, as XLA's default precision gives the JAX variants on a GPU
+        torch.set_float32_matmul_precision("high")
     x = torch.as_tensor(np.array(data.x_train), device=dev)
     y = torch.as_tensor(np.array(data.y_train), device=dev).long()
     n = x.shape[0]
@@ -204,12 +207,12 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
         if dev == "cuda":
             torch.cuda.synchronize()
 
-    def eager_loop():
-        for s in range(loop_members):
+    def eager_loop(num_members=loop_members, num_steps=steps):
+        for s in range(num_members):
             net = make(s)
             opt = torch.optim.SGD(net.parameters(), lr=lr)
             g = torch.Generator(device=dev).manual_seed(s)
-            for _ in range(steps):
+            for _ in range(num_steps):
                 idx = torch.randint(0, n, (batch,), device=dev, generator=g)
                 loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
@@ -235,6 +238,7 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
                     params[k].sub_(lr * grads[k])
         sync()
 
+    eager_loop(1, min(steps, 10))  # warm-up: one-time set-up would be scaled up below
     eager_loop_t = _timed(eager_loop, 1) * members / loop_members
     func_vmap()  # warm-up
     return {
@@ -243,6 +247,7 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
             "measured_members": loop_members,
             "device": dev,
             "torch": torch.__version__,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
         },
         "torch_func": {"seconds": _timed(func_vmap, repeats), "device": dev},
     }
@@ -251,8 +256,10 @@ def bench_torch(data, widths, members, steps, batch, lr, repeats, loop_members):
 # ---------------------------------------------------------------- scaling
 
 
-def scaling(data, widths, member_list, width_list, width_members, steps, batch, lr):
+def scaling(data, widths, member_list, width_list, width_members, steps, batch, lr, scale, emit):
+    """Fills ``scale`` row by row, calling ``emit()`` after each row."""
     rows_m, rows_w = [], []
+    scale.update(steps=steps, vs_members=rows_m, vs_width=rows_w)
     for m in member_list:
         r = bench_lljax(data, widths, m, steps, batch, lr, 1)
         rows_m.append(
@@ -262,13 +269,14 @@ def scaling(data, widths, member_list, width_list, width_members, steps, batch, 
                 "member_steps_per_s": m * steps / r["seconds"],
             }
         )
+        emit()
     for w in width_list:
         ws = [widths[0], w, w, widths[-1]]
         r = bench_lljax(data, ws, width_members, steps, batch, lr, 1)
         rows_w.append(
             {"width": w, "members": width_members, "ms_per_step": 1e3 * r["seconds"] / steps}
         )
-    return rows_m, rows_w
+        emit()
 
 
 def main(argv=None):
@@ -356,8 +364,7 @@ def main(argv=None):
         else:
             members_list = [1, 16, 64, 256, 1024]
             width_list, sm, wm = [128, 512, 2048], 100, 64
-        rows_m, rows_w = scaling(data, widths, members_list, width_list, wm, sm, a.batch, a.lr)
-        scale.update(steps=sm, vs_members=rows_m, vs_width=rows_w)
+        scaling(data, widths, members_list, width_list, wm, sm, a.batch, a.lr, scale, emit)
 
     print(
         f"# ensemble training: {a.members} x MLP {widths}, batch {a.batch}, {a.steps} SGD "

@@ -174,13 +174,17 @@ def _section(name: str, argv: list[str], out_dir: Path, timeout: float) -> dict:
         proc = subprocess.run(
             [sys.executable, *argv], capture_output=True, text=True, timeout=timeout, env=env
         )
-        text, rc = proc.stdout + proc.stderr, proc.returncode
-    except subprocess.TimeoutExpired as e:
-        text = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:  # its output so far comes back as bytes
+        stdout, stderr = (
+            s.decode(errors="replace") if isinstance(s, bytes) else (s or "")
+            for s in (e.stdout, e.stderr)
+        )
         rc = "timeout"
+    text = stdout + stderr
     log.write_text(text)
     record = None
-    for line in reversed(text.splitlines()):
+    for line in reversed(stdout.splitlines()):  # the records are on stdout
         if line.startswith("{"):
             try:
                 record = json.loads(line)

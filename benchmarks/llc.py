@@ -86,6 +86,8 @@ def time_devinterp(params, data, settings):
     except ImportError as e:  # optional peer
         return {"skipped": f"devinterp/torch not installed ({e.name})"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":  # TF32, as XLA's default precision gives lljax on a GPU
+        torch.set_float32_matmul_precision("high")
     layers = []
     names = sorted(params, key=lambda s: int(s.split("_")[1]))
     for i, name in enumerate(names):
@@ -110,6 +112,12 @@ def time_devinterp(params, data, settings):
         out = model(xb)
         return torch.nn.functional.cross_entropy(out, yb), {"output": out}
 
+    # Warm-up (CUDA and BLAS set-up) outside the timed run, whose time may be scaled up.
+    bs = settings["batch_size"]
+    evaluate(model, (x[:bs].to(device), y[:bs].to(device)))[0].backward()
+    model.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     try:
         stats = estimate_learning_coeff_with_summary(
@@ -129,14 +137,14 @@ def time_devinterp(params, data, settings):
     except Exception as e:  # devinterp's API moves between releases; report, don't crash
         return {"error": f"{type(e).__name__}: {e}"}
     seconds = time.perf_counter() - t0
-    per_chain = np.asarray(stats.get("llc/means", stats.get("llc/mean")))
+    per_chain = [stats.get(f"llc-chain/{i}") for i in range(settings["num_chains"])]
     mean = float(np.mean(stats["llc/mean"]))
     std = float(np.mean(stats.get("llc/std", np.nan)))
     return {
         "llc": mean,
         "stderr": std / math.sqrt(settings["num_chains"]),
         "seconds": seconds,
-        "per_chain": per_chain.tolist() if per_chain.ndim else None,
+        "per_chain": None if None in per_chain else [float(c) for c in per_chain],
         "device": device,
     }
 

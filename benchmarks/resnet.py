@@ -40,9 +40,25 @@ import lljax as ll
 from lljax import spectrum
 
 try:  # run as a script (benchmarks/ on sys.path) or imported from the repository root
-    from spectrum import compiled_bytes, compiled_flops, mib, print_table, timeit
+    from spectrum import (
+        _torch_fp32,
+        _torch_timer,
+        compiled_bytes,
+        compiled_flops,
+        mib,
+        print_table,
+        timeit,
+    )
 except ImportError:  # pragma: no cover
-    from benchmarks.spectrum import compiled_bytes, compiled_flops, mib, print_table, timeit
+    from benchmarks.spectrum import (
+        _torch_fp32,
+        _torch_timer,
+        compiled_bytes,
+        compiled_flops,
+        mib,
+        print_table,
+        timeit,
+    )
 
 
 def make_problem(batch, stem="imagenet", seed=0, dtype=jnp.float32):
@@ -122,11 +138,11 @@ def torch_section(params, batch, reps):
     """Gradient, torch.func HVP and curvlinops HVP on the same network, weights and batch."""
     try:
         import torch
-        from spectrum import _torch_timer
         from torch.func import functional_call, grad, jvp
     except Exception as e:  # noqa: BLE001
         return {"available": False, "reason": f"{type(e).__name__}: {e}"}
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    _torch_fp32(torch)  # cuDNN convolutions default to TF32; lljax runs at "highest"
     net = torch_resnet(params).to(dev)
     v_tree = jax.tree.map(lambda a: jax.random.normal(jax.random.key(3), a.shape, a.dtype), params)
     v = _torch_flat(torch, torch_resnet(v_tree)).to(dev)
@@ -281,7 +297,12 @@ def main(argv=None):
     v = jax.random.normal(key, (n,))
 
     # Params and batch are arguments, so nothing is baked into (and constant-folded in) the program.
-    grad_fn = jax.jit(lambda f, b: jax.grad(lambda f: loss_fn(unravel(f), b))(f))
+    # The gradient runs at the HVP's precision ("highest"; XLA's default is TF32 on GPUs).
+    def grad(f, b):
+        with jax.default_matmul_precision("highest"):
+            return jax.grad(lambda f: loss_fn(unravel(f), b))(f)
+
+    grad_fn = jax.jit(grad)
     hvp_fn = jax.jit(lambda f, b, v: ll.curvature.hessian(loss_fn, unravel(f), b).matvec(v))
     rec["grad_s"] = timeit(grad_fn, flat, batch, reps=args.reps)
     rec["hvp_s"] = timeit(hvp_fn, flat, batch, v, reps=args.reps)

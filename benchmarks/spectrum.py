@@ -174,10 +174,18 @@ def _torch_problem(params, batch):
         if i < len(dense) - 1:
             layers.append(torch.nn.Tanh())
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    _torch_fp32(torch)
     net = torch.nn.Sequential(*layers).to(dev)
     x = torch.from_numpy(np.array(batch[0])).to(dev)
     y = torch.from_numpy(np.asarray(batch[1]).astype(np.int64)).to(dev)
     return torch, net, x, y, dev
+
+
+def _torch_fp32(torch):
+    """Full float32 matmuls and convolutions in torch (no TF32 on a GPU), as lljax's
+    ``precision="highest"``: cuDNN convolutions otherwise default to TF32."""
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _torch_timer(torch, dev):
@@ -333,7 +341,12 @@ def main(argv=None):
     key = jax.random.key(0)
 
     # Everything takes params and batch as arguments so nothing is baked into the program.
-    grad_fn = jax.jit(lambda f, b: jax.grad(lambda f: loss_fn(unravel(f), b))(f))
+    # The gradient runs at the HVP's precision ("highest"; XLA's default is TF32 on GPUs).
+    def grad(f, b):
+        with jax.default_matmul_precision("highest"):
+            return jax.grad(lambda f: loss_fn(unravel(f), b))(f)
+
+    grad_fn = jax.jit(grad)
     hvp_fn = jax.jit(lambda f, b, v: hvp_operator(loss_fn, unravel(f), b).matvec(v))
     v = jax.random.normal(key, (n,))
     rec["grad_s"] = timeit(grad_fn, flat, batch, reps=args.reps)
