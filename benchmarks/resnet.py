@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -39,26 +40,17 @@ from jax.flatten_util import ravel_pytree
 import lljax as ll
 from lljax import spectrum
 
-try:  # run as a script (benchmarks/ on sys.path) or imported from the repository root
-    from spectrum import (
-        _torch_fp32,
-        _torch_timer,
-        compiled_bytes,
-        compiled_flops,
-        mib,
-        print_table,
-        timeit,
-    )
-except ImportError:  # pragma: no cover
-    from benchmarks.spectrum import (
-        _torch_fp32,
-        _torch_timer,
-        compiled_bytes,
-        compiled_flops,
-        mib,
-        print_table,
-        timeit,
-    )
+if __package__ != "benchmarks":  # run as a script: benchmarks/ is on sys.path, not the root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.spectrum import (  # noqa: E402
+    _torch_fp32,
+    _torch_timer,
+    compiled_bytes,
+    compiled_flops,
+    mib,
+    print_table,
+    timeit,
+)
 
 
 def make_problem(batch, stem="imagenet", seed=0, dtype=jnp.float32):
