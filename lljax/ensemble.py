@@ -836,35 +836,44 @@ class RankCorrelation(NamedTuple):
     confidence: float
 
 
-def _kendall_tau_b(a, b, xp=jnp):
-    n = a.shape[0]
+# Both statistics take optional multiplicities ``w`` (a bootstrap resample as counts per
+# member): the result equals the statistic of the list with member i repeated w_i times.
+
+
+def _kendall_tau_b(a, b, xp=jnp, w=None):
+    w = xp.ones(a.shape[0], a.dtype) if w is None else w
+    ww = w[:, None] * w[None, :]
+    n = xp.sum(w)
     da = xp.sign(a[:, None] - a[None, :])
     db = xp.sign(b[:, None] - b[None, :])
     n0 = n * (n - 1) / 2
-    num = xp.sum(da * db) / 2
-    ties_a = (xp.sum(da == 0) - n) / 2
-    ties_b = (xp.sum(db == 0) - n) / 2
+    num = xp.sum(ww * da * db) / 2
+    ties_a = (xp.sum(ww * (da == 0)) - n) / 2
+    ties_b = (xp.sum(ww * (db == 0)) - n) / 2
     return num / xp.sqrt((n0 - ties_a) * (n0 - ties_b))
 
 
-def _average_ranks(a, xp=jnp):
-    less = xp.sum(a[None, :] < a[:, None], axis=1)
-    equal = xp.sum(a[None, :] == a[:, None], axis=1)
+def _average_ranks(a, xp=jnp, w=None):
+    w = xp.ones(a.shape[0], a.dtype) if w is None else w
+    less = xp.sum(w[None, :] * (a[None, :] < a[:, None]), axis=1)
+    equal = xp.sum(w[None, :] * (a[None, :] == a[:, None]), axis=1)
     return less + (equal + 1) / 2
 
 
-def _spearman_rho(a, b, xp=jnp):
-    ra, rb = _average_ranks(a, xp), _average_ranks(b, xp)
-    ra, rb = ra - xp.mean(ra), rb - xp.mean(rb)
-    return xp.sum(ra * rb) / xp.sqrt(xp.sum(ra * ra) * xp.sum(rb * rb))
+def _spearman_rho(a, b, xp=jnp, w=None):
+    w = xp.ones(a.shape[0], a.dtype) if w is None else w
+    ra, rb = _average_ranks(a, xp, w), _average_ranks(b, xp, w)
+    n = xp.sum(w)
+    ra, rb = ra - xp.sum(w * ra) / n, rb - xp.sum(w * rb) / n
+    return xp.sum(w * ra * rb) / xp.sqrt(xp.sum(w * ra * ra) * xp.sum(w * rb * rb))
 
 
 _CORRELATIONS = {"kendall": _kendall_tau_b, "spearman": _spearman_rho}
 
 
-def _bootstrap(stat_name, a, b, idx):
+def _bootstrap(stat_name, a, b, counts):
     stat = _CORRELATIONS[stat_name]
-    return jax.lax.map(lambda i: stat(a[i], b[i]), idx, batch_size=32)
+    return jax.lax.map(lambda w: stat(a, b, jnp, w), counts, batch_size=32)
 
 
 _bootstrap_jit = jax.jit(_bootstrap, static_argnums=0)
@@ -878,6 +887,7 @@ def rank_correlation(
     key: jax.Array | None = None,
     num_bootstrap: int = 1000,
     confidence: float = 0.95,
+    groups=None,
 ) -> RankCorrelation:
     """Kendall τ-b or Spearman ρ between two per-member measures, with a bootstrap CI.
 
@@ -886,12 +896,19 @@ def rank_correlation(
     (``num_bootstrap`` resamples drawn from ``key``; resamples without variation are
     skipped). NaN entries (e.g. diverged members) are dropped pairwise.
 
+    Members that share randomness (runs spawned from one parent, or sharing an init) are
+    not independent samples, and resampling them one by one gives too narrow an interval;
+    give their common label in ``groups`` and whole groups are resampled instead (the
+    cluster bootstrap).
+
     Args:
       a, b: arrays ``(members,)``.
       method: ``"kendall"`` or ``"spearman"``.
       key: bootstrap key; ``None`` skips the interval.
       num_bootstrap: number of resamples.
       confidence: interval level in (0, 1).
+      groups: optional labels ``(members,)``; members with equal labels are resampled
+        together. At least two groups are needed for an interval.
 
     Examples:
       >>> import jax, lljax as ll
@@ -902,7 +919,8 @@ def rank_correlation(
 
     References:
       Kendall (1945), "The treatment of ties in ranking problems" (τ-b);
-      Efron & Tibshirani (1993), "An Introduction to the Bootstrap" (percentile interval).
+      Efron & Tibshirani (1993), "An Introduction to the Bootstrap" (percentile interval);
+      Davison & Hinkley (1997), "Bootstrap Methods and their Application", §3.8 (clusters).
     """
     if method not in _CORRELATIONS:
         raise ValueError(f"method: expected 'kendall' or 'spearman', got {method!r}")
@@ -911,20 +929,35 @@ def rank_correlation(
         raise ValueError(f"b: shape {b64.shape} differs from a's {a64.shape}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
+    if groups is not None and np.shape(groups) != np.shape(a):
+        raise ValueError(
+            f"groups: expected one label per member {np.shape(a)}, got {np.shape(groups)}"
+        )
     ok = np.isfinite(a64) & np.isfinite(b64)
     a64, b64 = a64[ok], b64[ok]
     n = int(a64.shape[0])
     if n < 2:
         raise ValueError(f"a: need at least 2 finite pairs, got {n}")
+    # member -> group index; without groups every member is its own group
+    _, member_group = np.unique(
+        np.arange(n) if groups is None else np.asarray(groups).ravel()[ok], return_inverse=True
+    )
+    num_groups = int(member_group.max()) + 1
+    if groups is not None and num_groups < 2 and key is not None and num_bootstrap > 0:
+        raise ValueError("groups: need at least 2 groups to resample, got 1")
     with np.errstate(invalid="ignore", divide="ignore"):
         value = float(_CORRELATIONS[method](a64, b64, xp=np))
     low = high = stderr = float("nan")
     if key is not None and num_bootstrap > 0:
-        idx = jr.randint(train_lib.as_key(key), (int(num_bootstrap), n), 0, n)
+        num_bootstrap = int(num_bootstrap)
+        picks = jr.randint(train_lib.as_key(key), (num_bootstrap, num_groups), 0, num_groups)
+        drawn = jnp.zeros((num_bootstrap, num_groups), jnp.float32)
+        drawn = drawn.at[jnp.arange(num_bootstrap)[:, None], picks].add(1.0)
+        counts = drawn[:, member_group]  # a member appears as often as its group is drawn
         # Both statistics depend on order and ties alone: dense ranks carry them exactly in
         # float32, where the values themselves could round into false ties.
         ra, rb = (np.unique(v, return_inverse=True)[1].astype(np.float32) for v in (a64, b64))
-        boot = np.asarray(_bootstrap_jit(method, jnp.asarray(ra), jnp.asarray(rb), idx))
+        boot = np.asarray(_bootstrap_jit(method, jnp.asarray(ra), jnp.asarray(rb), counts))
         boot = boot[np.isfinite(boot)]
         if boot.size:
             q = 100 * np.array([(1 - confidence) / 2, (1 + confidence) / 2])

@@ -106,8 +106,11 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
       Losses of shape ``(batch,)``.
 
     Raises:
-      ValueError: if the shapes do not match.
+      ValueError: if the shapes do not match or ``outputs`` has no batch axis.
     """
+    outputs, targets = jnp.asarray(outputs), jnp.asarray(targets)
+    if outputs.ndim == 0:
+        raise ValueError("outputs: expected a batch axis, got a scalar")
     if outputs.shape != targets.shape:
         if outputs.shape[-1:] == (1,) and outputs.shape[:-1] == targets.shape:
             targets = targets[..., None]
@@ -115,7 +118,8 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
             raise ValueError(
                 f"targets: expected shape {outputs.shape} (the outputs'), got {targets.shape}"
             )
-    return 0.5 * jnp.sum(jnp.square(outputs - targets).reshape(outputs.shape[0], -1), axis=-1)
+    # Sum over the non-batch axes by index: a reshape to (batch, -1) fails on an empty batch.
+    return 0.5 * jnp.sum(jnp.square(outputs - targets), axis=tuple(range(1, outputs.ndim)))
 
 
 def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:

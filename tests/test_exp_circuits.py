@@ -65,8 +65,15 @@ def test_depth_gain_closed_form():
     m = C.depth_gain(s, d)
     ls, ld = np.log(s), np.log(d)
     assert m.value == pytest.approx(math.log(2.0))
+    # Paired by member: the differences log 2 are constant, so no spread.
+    assert m.stderr == pytest.approx(0.0, abs=1e-12)
+    m = C.depth_gain(s, d, paired=False)
     se = math.sqrt(ls.var(ddof=1) / 3 + ld.var(ddof=1) / 3)
     assert m.stderr == pytest.approx(se)
+    m = C.depth_gain(s, d[::-1])
+    assert m.stderr == pytest.approx(np.std(ls - ld[::-1], ddof=1) / math.sqrt(3))
+    with pytest.raises(ValueError, match="err_shallow, err_deep"):
+        C.depth_gain(s, d[:2])
 
 
 def _m(v, se):

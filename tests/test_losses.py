@@ -79,6 +79,12 @@ def test_squared_error_and_mse():
     np.testing.assert_allclose(squared_error(out[:, :1], tgt[:, 0]), [0.5, 0.5])
     with pytest.raises(ValueError, match="targets"):
         squared_error(out, tgt[:, 0])
+    # Per-example losses of (batch, h, w) outputs; an empty batch gives no losses.
+    img = jnp.arange(12.0).reshape(2, 3, 2)
+    np.testing.assert_allclose(squared_error(img, 0 * img), 0.5 * np.sum(img**2, (1, 2)))
+    assert squared_error(jnp.zeros((0, 3, 2)), jnp.zeros((0, 3, 2))).shape == (0,)
+    with pytest.raises(ValueError, match="outputs"):
+        squared_error(jnp.float32(1.0), jnp.float32(0.0))
 
     model = ll.models.mlp([3, 2], activation="identity")
     params = model.init(jax.random.key(0))

@@ -235,18 +235,31 @@ def architectures(
 # --------------------------------------------------------------------------------------
 
 
-def depth_gain(err_shallow: Sequence[float], err_deep: Sequence[float]) -> Measurement:
+def depth_gain(
+    err_shallow: Sequence[float], err_deep: Sequence[float], *, paired: bool = True
+) -> Measurement:
     """``mean log err_shallow − mean log err_deep`` and its standard error.
 
-    Positive means the deep net has the lower (geometric-mean) error. The two populations
-    are independent, so the standard error is ``√(se_shallow² + se_deep²)``.
+    Positive means the deep net has the lower (geometric-mean) error. In :func:`run`,
+    member ``i`` of both architectures trains from the same key on the same data (same
+    batch order), so the errors are paired and the standard error is that of the per-member
+    differences, right whatever their correlation. ``paired=False`` treats the populations
+    as independent: ``√(se_shallow² + se_deep²)``.
     """
     ls = np.log(np.asarray(err_shallow, np.float64))
     ld = np.log(np.asarray(err_deep, np.float64))
-    if ls.size < 2 or ld.size < 2:
-        return Measurement(float(ls.mean() - ld.mean()), math.nan, min(ls.size, ld.size))
-    se = math.sqrt(ls.var(ddof=1) / ls.size + ld.var(ddof=1) / ld.size)
-    return Measurement(float(ls.mean() - ld.mean()), se, min(ls.size, ld.size))
+    if paired and ls.shape != ld.shape:
+        raise ValueError(
+            f"err_shallow, err_deep: paired errors need equal shapes, got {ls.shape} and {ld.shape}"
+        )
+    value, n = float(ls.mean() - ld.mean()), min(ls.size, ld.size)
+    if n < 2:
+        return Measurement(value, math.nan, n)
+    if paired:
+        se = math.sqrt((ls - ld).var(ddof=1) / n)
+    else:
+        se = math.sqrt(ls.var(ddof=1) / ls.size + ld.var(ddof=1) / ld.size)
+    return Measurement(value, se, n)
 
 
 def verdict(gains: dict[int, Measurement], *, z: float = 2.0) -> Verdict:
@@ -518,11 +531,13 @@ def _result(errors, archs, budgets, train_sizes, seeds, lengthscale, num_inputs,
     evidence = v.evidence
     shrink = {}
     if "control" in gains:
-        for b in budgets:
-            gc, gk = gains["compositional"][b][big], gains["control"][b][big]
-            shrink[b] = Measurement(
-                gc.value - gk.value, math.sqrt(gc.stderr**2 + gk.stderr**2), min(gc.n, gk.n)
-            )
+
+        def member_gains(tname, b):
+            sh, dp = (errors[tname][name][big]["test"] for name in pairs[b])
+            return np.log(np.asarray(sh, np.float64)) - np.log(np.asarray(dp, np.float64))
+
+        for b in budgets:  # paired by member key, as the gains are
+            shrink[b] = measure(member_gains("compositional", b) - member_gains("control", b))
         text = ", ".join(
             f"budget {b}: control gain {gains['control'][b][big].value:+.3f}, "
             f"difference {s.value:+.3f} ± {s.stderr:.3f}"

@@ -24,7 +24,8 @@ Verdict rule (:func:`verdict`): the claim is supported when (a) the linear barri
 zero by more than ``z`` standard errors, (b) the curve barrier is below the linear one by
 more than ``z`` standard errors of the paired difference *and* is at most
 ``max_curve_fraction`` of it, and (c) Kendall's τ between spawn step and instability is
-negative with a bootstrap confidence interval below zero. Parts (a) and (b) fail when their
+negative with a bootstrap confidence interval below zero (the bootstrap resamples parents,
+whose points at different spawn steps are not independent). Parts (a) and (b) fail when their
 inequality does not hold with at least two pairs, part (c) when the interval lies at or
 above zero; any failing part makes the verdict negative, and a part that cannot decide
 (one pair, an interval that straddles zero) makes it undecided.
@@ -423,16 +424,18 @@ def run(
     t = np.asarray(curves.path.t[0])
     lin_losses, cur_losses = np.asarray(curves.linear.losses), np.asarray(curves.path.losses)
 
-    # Kendall's τ between spawn step and instability over every (k, pair) point.
+    # Kendall's τ between spawn step and instability over every (k, pair) point. The points
+    # of one parent share its init and data order, so the bootstrap resamples parents.
     k_points = np.repeat(np.asarray(spawn, float), sp)
     tau = None
-    if num_k >= 2 and k_points.size >= 3:
+    if num_k >= 2 and k_points.size >= 3 and sp >= 2:
         tau = ensemble.rank_correlation(
             k_points,
             instability.ravel(),
             method="kendall",
             key=k_boot,
             num_bootstrap=num_bootstrap,
+            groups=np.tile(np.arange(sp), num_k),
         )
     result_verdict, parts = verdict(
         lin_barrier,
@@ -441,7 +444,8 @@ def run(
         instability.ravel(),
         z=z,
         max_curve_fraction=max_curve_fraction,
-        tau_interval=None if tau is None else (tau.low, tau.high),
+        # One parent leaves nothing to resample: an unbounded interval, i.e. undecided.
+        tau_interval=(-math.inf, math.inf) if tau is None else (tau.low, tau.high),
     )
 
     # Measurements and table.

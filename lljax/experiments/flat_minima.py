@@ -8,8 +8,12 @@ the PAC-Bayes flatness ``1/σ′²``, the Monte-Carlo basin volume of an ε-subl
 per-dimension log radius, comparable across widths) and the local learning coefficient
 (LLC). Each measure is rank-correlated with the generalisation gap (test − train error)
 by Kendall's τ with a bootstrap confidence interval, also granulated per hyperparameter axis
-(Jiang et al.'s Ψ); Keskar's small- vs large-batch comparison is a paired log-ratio of the
-top eigenvalue at matched width, learning rate and seed.
+(Jiang et al.'s Ψ). The interval resamples networks, i.e. it is conditional on the seeds:
+networks sharing a seed share their initialisation and data order, and the presets' two
+seeds are too few to resample seeds instead (``groups`` of
+:func:`lljax.ensemble.rank_correlation` does that when there are enough). Keskar's small-
+vs large-batch comparison is a paired log-ratio of the top eigenvalue at matched width,
+learning rate and seed.
 
 The claim's predicted signs: sharpness measures and the LLC correlate positively with the
 gap, basin volume negatively; large batches find sharper minima.

@@ -174,11 +174,13 @@ def verdict(corr, trend: str, num_distinct: int, min_points: int = 5) -> Verdict
     """
     evidence = (
         f"Kendall tau(loss, index) = {corr.value:.3f} "
-        f"[{corr.low:.3f}, {corr.high:.3f}] (95% bootstrap CI) over {num_distinct} distinct "
-        f"critical points; minima fraction with size: {trend}"
+        f"[{corr.low:.3f}, {corr.high:.3f}] (95% bootstrap CI, initialisations resampled) "
+        f"over {num_distinct} distinct critical points; minima fraction with size: {trend}"
     )
     if num_distinct < min_points or not math.isfinite(corr.low):
-        return Verdict(CLAIM, None, evidence + f"; fewer than {min_points} usable points")
+        return Verdict(
+            CLAIM, None, evidence + f"; fewer than {min_points} usable points or one initialisation"
+        )
     if corr.high < 0 or trend == "increasing":
         return Verdict(CLAIM, False, evidence + "; rule: CI below 0 or minima increase")
     if corr.low > 0 and trend == "decreasing":
@@ -562,15 +564,15 @@ def _run(
     s = searches[index_width]
     keep = per_width[index_width]["distinct"]
     if keep.size >= 2:
-        corr = ensemble.rank_correlation(
-            s["loss"][keep], s["negative_fraction"][keep], key=k_boot, num_bootstrap=num_bootstrap
-        )
+        # Points found from one initialisation (its GD snapshots) are not independent: the
+        # bootstrap resamples initialisations (none when all points share one).
+        groups = s["init_seed"][keep]
+        boot = dict(key=k_boot, num_bootstrap=num_bootstrap, groups=groups)
+        if np.unique(groups).size < 2:
+            boot = {}
+        corr = ensemble.rank_correlation(s["loss"][keep], s["negative_fraction"][keep], **boot)
         spear = ensemble.rank_correlation(
-            s["loss"][keep],
-            s["negative_fraction"][keep],
-            method="spearman",
-            key=k_boot,
-            num_bootstrap=num_bootstrap,
+            s["loss"][keep], s["negative_fraction"][keep], method="spearman", **boot
         )
     else:
         corr = spear = ensemble.RankCorrelation(
