@@ -66,7 +66,9 @@ def test_bulk_edge_and_count_on_synthetic_spectrum():
     dens = spectra.smoothed_measure(grid, lam, weights, sigma)
     level = 0.01 * spectra.single_eigenvalue_height(lam.size, sigma)
     edge = spectra.bulk_edge(grid, dens, level)
-    assert 1.0 < edge < 3.0
+    # The bulk's Gaussian-smoothed tail falls to 1% of one eigenvalue's peak about 3.4 σ past
+    # the last bulk eigenvalue (measured 1.17), well short of the outliers at 3.
+    assert 1.0 < edge < 1.0 + 5 * sigma
     assert spectra.count_outliers(np.sort(lam)[::-1][:16], edge) == 10
 
 

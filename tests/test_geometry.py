@@ -232,7 +232,12 @@ def test_basin_volume_matches_the_quadratic_det_law(dim):
     assert float(jnp.min(r.radii)) >= math.sqrt(2 * eps / 2.0) * (1 - 1e-4)
     assert float(jnp.max(r.radii)) <= math.sqrt(2 * eps / 0.5) * (1 + 1e-4)
     assert int(r.num_unbounded) == 0
-    assert 1 <= float(r.effective_sample_size) <= 2000
+    # ESS = (Σ w)² / Σ w² with w = r^d; the radii vary by at most √(2/0.5) = 2, so the
+    # weights by 2^d, and Kantorovich's inequality bounds ESS/N below by 4·2^d/(1 + 2^d)².
+    w = np.asarray(r.radii, np.float64) ** dim
+    ess = float(r.effective_sample_size)
+    assert ess == pytest.approx(w.sum() ** 2 / np.sum(w**2), rel=1e-4)
+    assert ess >= 2000 * 4 * 2**dim / (1 + 2**dim) ** 2
 
 
 def test_basin_volume_flags_unbounded_rays():
