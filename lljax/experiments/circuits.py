@@ -246,20 +246,25 @@ def depth_gain(
     differences, right whatever their correlation. ``paired=False`` treats the populations
     as independent: ``√(se_shallow² + se_deep²)``.
     """
+    if paired:
+        if np.shape(err_shallow) != np.shape(err_deep):
+            raise ValueError(
+                f"err_shallow, err_deep: paired errors need equal shapes, got "
+                f"{np.shape(err_shallow)} and {np.shape(err_deep)}"
+            )
+        return measure(_log_gains(err_shallow, err_deep))
     ls = np.log(np.asarray(err_shallow, np.float64))
     ld = np.log(np.asarray(err_deep, np.float64))
-    if paired and ls.shape != ld.shape:
-        raise ValueError(
-            f"err_shallow, err_deep: paired errors need equal shapes, got {ls.shape} and {ld.shape}"
-        )
     value, n = float(ls.mean() - ld.mean()), min(ls.size, ld.size)
     if n < 2:
         return Measurement(value, math.nan, n)
-    if paired:
-        se = math.sqrt((ls - ld).var(ddof=1) / n)
-    else:
-        se = math.sqrt(ls.var(ddof=1) / ls.size + ld.var(ddof=1) / ld.size)
+    se = math.sqrt(ls.var(ddof=1) / ls.size + ld.var(ddof=1) / ld.size)
     return Measurement(value, se, n)
+
+
+def _log_gains(err_shallow, err_deep) -> np.ndarray:
+    """Per-member ``log err_shallow − log err_deep``."""
+    return np.log(np.asarray(err_shallow, np.float64)) - np.log(np.asarray(err_deep, np.float64))
 
 
 def verdict(gains: dict[int, Measurement], *, z: float = 2.0) -> Verdict:
@@ -531,13 +536,12 @@ def _result(errors, archs, budgets, train_sizes, seeds, lengthscale, num_inputs,
     evidence = v.evidence
     shrink = {}
     if "control" in gains:
-
-        def member_gains(tname, b):
-            sh, dp = (errors[tname][name][big]["test"] for name in pairs[b])
-            return np.log(np.asarray(sh, np.float64)) - np.log(np.asarray(dp, np.float64))
-
         for b in budgets:  # paired by member key, as the gains are
-            shrink[b] = measure(member_gains("compositional", b) - member_gains("control", b))
+            gc, gk = (
+                _log_gains(*(errors[t][name][big]["test"] for name in pairs[b]))
+                for t in ("compositional", "control")
+            )
+            shrink[b] = measure(gc - gk)
         text = ", ".join(
             f"budget {b}: control gain {gains['control'][b][big].value:+.3f}, "
             f"difference {s.value:+.3f} ± {s.stderr:.3f}"

@@ -567,9 +567,9 @@ def _run(
         # Points found from one initialisation (its GD snapshots) are not independent: the
         # bootstrap resamples initialisations (none when all points share one).
         groups = s["init_seed"][keep]
-        boot = dict(key=k_boot, num_bootstrap=num_bootstrap, groups=groups)
-        if np.unique(groups).size < 2:
-            boot = {}
+        boot = {}
+        if np.unique(groups).size >= 2:
+            boot = dict(key=k_boot, num_bootstrap=num_bootstrap, groups=groups)
         corr = ensemble.rank_correlation(s["loss"][keep], s["negative_fraction"][keep], **boot)
         spear = ensemble.rank_correlation(
             s["loss"][keep], s["negative_fraction"][keep], method="spearman", **boot
