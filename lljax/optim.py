@@ -91,7 +91,7 @@ class SGLDState(NamedTuple):
 
 
 class PSGLDState(NamedTuple):
-    """State of :func:`psgld`: as :class:`SGLDState` plus ``nu``, the running mean of ĝ²."""
+    """State of :func:`psgld`: as :class:`SGLDState` plus ``nu``, the mean squared drift."""
 
     key: jax.Array
     anchor: Params | None
@@ -251,10 +251,16 @@ def psgld(
 ) -> optax.GradientTransformation:
     """RMSprop-preconditioned SGLD (Li et al. 2016), *without* the Γ correction term.
 
-    With ``ν ← decay·ν + (1 − decay)(nβ ĝ)²`` and ``G = 1 / (eps + √ν)`` (elementwise; the
-    preconditioner adapts to the loss gradient only, not to the localisation pull)::
+    With the drift ``d = nβ ĝ + γ (w − w₀)``, ``ν ← decay·ν + (1 − decay) d²`` and
+    ``G = 1 / (eps + √ν)`` (elementwise)::
 
-        Δw = −ε G ⊙ [nβ ĝ + γ (w − w₀)] + √(2 ε T G) ⊙ ξ
+        Δw = −ε G ⊙ d + √(2 ε T G) ⊙ ξ
+
+    The preconditioner adapts to the whole drift, localisation included, as Li et al.'s
+    adapts to the gradient of the whole negative log-posterior (the localisation is a
+    Gaussian prior at w₀). Along a direction the loss ignores (a dead unit's weights) the
+    pull then keeps ``√ν`` near ``√(γ T)``; from the loss gradient alone ν would stay 0 and
+    G at ``1/eps``, so the steps there would be ``ε γ / eps``: unstable for any useful ε.
 
     The Γ term (the divergence of G) is dropped, as Li et al. recommend: it is O(1 − decay)
     small when ν varies slowly, so the sampler is biased at that order. ``T = 0`` is exactly
@@ -293,13 +299,13 @@ def psgld(
 
     def update_fn(grads, state, params=None):
         key, sub = jr.split(state.key)
+        drift = _drift(grads, params, state.anchor, state.nbeta, state.localization)
         nu = jax.tree.map(
-            lambda n, g: (decay * n + (1 - decay) * jnp.square(state.nbeta * g)).astype(n.dtype),
+            lambda n, d: (decay * n + (1 - decay) * jnp.square(d)).astype(n.dtype),
             state.nu,
-            grads,
+            drift,
         )
         precond = jax.tree.map(lambda n: 1 / (jnp.sqrt(n) + eps), nu)
-        drift = _drift(grads, params, state.anchor, state.nbeta, state.localization)
         noise = _leaf_noise(sub, grads)
         lr = state.learning_rate
         two_lr_t = 2.0 * lr * state.temperature
