@@ -117,6 +117,27 @@ def test_granulated_psi_averages_hyperparameter_axes_only():
     assert r["granulated"]["psi"] == pytest.approx(1.0)
 
 
+def test_correlations_resample_whole_seeds_when_given():
+    # 6 seeds x 4 networks; a shared seed effect moves both the measure and the gap, so the
+    # networks are not independent and the seed bootstrap's interval is the wider one.
+    rng = np.random.default_rng(0)
+    seed = np.repeat(np.arange(6), 4)
+    effect = rng.normal(size=6)[seed]
+    values, gap = effect + 0.3 * rng.normal(size=24), effect + 0.3 * rng.normal(size=24)
+    factors = {"batch_size": np.tile([16, 128], 12), "learning_rate": np.full(24, 0.1),
+               "width": np.full(24, 8), "seed": seed}  # fmt: skip
+    kw = dict(key=jr.key(1), num_bootstrap=400)
+    by_seed = flat_minima._correlations(values, gap, gap, factors, groups=seed, **kw)
+    by_net = flat_minima._correlations(values, gap, gap, factors, **kw)
+    ref = ll.ensemble.rank_correlation(
+        values, gap, method="kendall", key=jr.split(jr.key(1))[0], num_bootstrap=400, groups=seed
+    )
+    assert (by_seed["low"], by_seed["high"]) == (ref.low, ref.high)
+    assert by_seed["tau"] == by_net["tau"]
+    # Measured: 0.73 against 0.61 (fixed draws, so this cannot flake).
+    assert by_seed["high"] - by_seed["low"] > 1.1 * (by_net["high"] - by_net["low"])
+
+
 def test_paired_log_ratio():
     values = np.array([1.0, 2.0, 3.0, 12.0, 5.0, 7.0])
     batch = np.array([16, 128, 16, 128, 16, 64])

@@ -205,6 +205,34 @@ def test_zero_temperature_limits_of_psgld_and_sghmc():
             np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
 
 
+def test_psgld_with_held_nu_is_sgld_with_a_fixed_metric():
+    # decay = 1 holds ν: with ν = c everywhere the chain is SGLD at step ε / (eps + √c),
+    # localisation included, draw for draw.
+    params, loss_fn = _mlp_problem()
+    c, eps, lr = 4.0, 1e-3, 0.01
+    anchor = jax.tree.map(jnp.zeros_like, params)
+    opt = ll.optim.psgld(
+        lr, 0.3, key=jr.key(5), decay=1.0, eps=eps, localization=0.5, anchor=anchor
+    )
+    held = lambda p: opt.init(p)._replace(nu=jax.tree.map(lambda x: jnp.full_like(x, c), p))
+    held_opt = optax.GradientTransformation(held, opt.update)
+    sgld = ll.optim.sgld(lr / (eps + 2.0), 0.3, key=jr.key(5), localization=0.5, anchor=anchor)
+    a, _ = _run_opt(held_opt, params, loss_fn)
+    b, _ = _run_opt(sgld, params, loss_fn)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+    # Per-member decays under vmap: member 0 holds ν, member 1 adapts it.
+    w = jnp.ones((2, 3))
+    states = jax.vmap(
+        lambda d: (
+            ll.optim.psgld(lr, key=jr.key(0), decay=d).init(jnp.ones(3))._replace(nu=jnp.ones(3))
+        )
+    )(jnp.array([1.0, 0.5]))
+    _, states = jax.vmap(lambda g, s: opt.update(g, s))(w, states)
+    np.testing.assert_array_equal(states.nu[0], jnp.ones(3))
+    np.testing.assert_allclose(states.nu[1], 0.5 + 0.5 * w[1] ** 2)
+
+
 def test_sghmc_full_friction_is_sgld():
     params, loss_fn = _mlp_problem()
     a, _ = _run_opt(ll.optim.sghmc(0.01, 0.3, key=jr.key(5), friction=1.0), params, loss_fn)
@@ -320,8 +348,9 @@ def test_bad_arguments_raise():
         ll.optim.sgld(1e-3, -1.0, key=jr.key(0))
     with pytest.raises(ValueError, match="friction"):
         ll.optim.sghmc(1e-3, key=jr.key(0), friction=0.0)
-    with pytest.raises(ValueError, match="decay"):
-        ll.optim.psgld(1e-3, key=jr.key(0), decay=1.0)
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match="decay"):
+            ll.optim.psgld(1e-3, key=jr.key(0), decay=bad)
     opt = ll.optim.sgld(1e-3, key=jr.key(0), localization=1.0)
     with pytest.raises(ValueError, match="params"):
         opt.update(jnp.ones(2), opt.init(jnp.ones(2)))

@@ -8,12 +8,13 @@ the PAC-Bayes flatness ``1/σ′²``, the Monte-Carlo basin volume of an ε-subl
 per-dimension log radius, comparable across widths) and the local learning coefficient
 (LLC). Each measure is rank-correlated with the generalisation gap (test − train error)
 by Kendall's τ with a bootstrap confidence interval, also granulated per hyperparameter axis
-(Jiang et al.'s Ψ). The interval resamples networks, i.e. it is conditional on the seeds:
-networks sharing a seed share their initialisation and data order, and the presets' two
-seeds are too few to resample seeds instead (``groups`` of
-:func:`lljax.ensemble.rank_correlation` does that when there are enough). Keskar's small-
-vs large-batch comparison is a paired log-ratio of the top eigenvalue at matched width,
-learning rate and seed.
+(Jiang et al.'s Ψ). Networks sharing a seed share their initialisation and data order, so
+with at least :data:`MIN_SEEDS_TO_RESAMPLE` seeds the interval resamples whole seeds (a
+cluster bootstrap, ``groups`` of :func:`lljax.ensemble.rank_correlation`); with fewer, as
+in the presets' two, it resamples networks and is conditional on the seeds
+(``--set num_seeds=8`` gives the unconditional one). Keskar's small- vs large-batch
+comparison is a paired log-ratio of the top eigenvalue at matched width, learning rate and
+seed.
 
 The claim's predicted signs: sharpness measures and the LLC correlate positively with the
 gap, basin volume negatively; large batches find sharper minima.
@@ -79,6 +80,11 @@ PARTS = (
     "llc",
 )
 FACTORS = ("batch_size", "learning_rate", "width")
+
+#: Seeds needed before the bootstrap resamples seeds rather than networks: with fewer, a
+#: resample of seeds repeats one seed too often to describe their spread (with 2 seeds half
+#: the resamples hold a single seed).
+MIN_SEEDS_TO_RESAMPLE = 5
 
 
 # --------------------------------------------------------------------------------------
@@ -457,6 +463,7 @@ def decide(
     *,
     num_members: int,
     min_members: int = 8,
+    resampled: str = "networks",
 ) -> Verdict:
     """The verdict from the headline correlations and Keskar's comparison.
 
@@ -471,6 +478,7 @@ def decide(
       keskar: paired mean ``log(λ_max large batch / λ_max small batch)``.
       num_members: members the correlations rest on.
       min_members: below this the run cannot decide.
+      resampled: what the bootstrap resampled, for the evidence text.
     """
     parts, statuses = [], []
     for name in HEADLINE:
@@ -490,7 +498,9 @@ def decide(
     )
     evidence = (
         f"Kendall τ with the generalisation gap over {num_members} networks, 95% bootstrap "
-        "CIs: " + "; ".join(parts) + ". Rule: all four must exclude 0 on the predicted side; "
+        f"CIs resampling {resampled}: "
+        + "; ".join(parts)
+        + ". Rule: all four must exclude 0 on the predicted side; "
         "any on the wrong side refutes."
     )
     if num_members < min_members:
@@ -507,15 +517,15 @@ def decide(
 # --------------------------------------------------------------------------------------
 
 
-def _correlations(values, gap, loss_gap, factors, *, key, num_bootstrap) -> dict[str, Any]:
-    """Kendall τ (bootstrap CI), Spearman ρ, τ with the loss gap and granulated τ."""
+def _correlations(
+    values, gap, loss_gap, factors, *, key, num_bootstrap, groups=None
+) -> dict[str, Any]:
+    """Kendall τ (bootstrap CI), Spearman ρ, τ with the loss gap and granulated τ; the
+    bootstrap resamples whole ``groups`` when given."""
     k_tau, k_rho = jr.split(key)
-    tau = ensemble.rank_correlation(
-        values, gap, method="kendall", key=k_tau, num_bootstrap=num_bootstrap
-    )
-    rho = ensemble.rank_correlation(
-        values, gap, method="spearman", key=k_rho, num_bootstrap=num_bootstrap
-    )
+    boot = dict(num_bootstrap=num_bootstrap, groups=groups)
+    tau = ensemble.rank_correlation(values, gap, method="kendall", key=k_tau, **boot)
+    rho = ensemble.rank_correlation(values, gap, method="spearman", key=k_rho, **boot)
     tau_loss = ensemble.rank_correlation(values, loss_gap, method="kendall")
     return {
         "tau": tau.value,
@@ -773,6 +783,9 @@ def run(
 
     sel = {k: v[included] for k, v in members.items()}
     factors = {f: sel[f] for f in (*FACTORS, "seed")}
+    seeds_left = np.unique(sel["seed"]).size
+    by_seed = seeds_left >= MIN_SEEDS_TO_RESAMPLE
+    resampled = f"{seeds_left} seeds" if by_seed else f"networks, given the {seeds_left} seeds"
     corr: dict[str, Any] = {}
     for i, name in enumerate(MEASURES):
         if num_included >= 3:
@@ -783,6 +796,7 @@ def run(
                 factors,
                 key=jr.fold_in(jr.key(seed), 1_000_000 + i),
                 num_bootstrap=num_bootstrap,
+                groups=sel["seed"] if by_seed else None,
             )
         else:
             nan = float("nan")
@@ -805,7 +819,7 @@ def run(
             v = sel["top_eigenvalue"][(sel["width"] == w) & (sel["batch_size"] == b)]
             by_batch[f"width {w}, batch {b}"] = measure(v) if v.size else Measurement(math.nan)
 
-    verdict = decide(corr, keskar, num_members=num_included)
+    verdict = decide(corr, keskar, num_members=num_included, resampled=resampled)
 
     summary = []
     for name, (label, sign) in MEASURES.items():
@@ -851,11 +865,19 @@ def run(
         "num_included": num_included,
         "num_converged": int(members["converged"].sum()),
         "num_diverged": int(members["diverged"].sum()),
+        "bootstrap_resamples": resampled,
     }
 
     notes = [
         "Generalisation gap = train accuracy − test accuracy (percentage points), as in Jiang "
         "et al. 2019; τ with the cross-entropy gap is reported alongside.",
+        f"Bootstrap intervals resample {resampled}"
+        + (
+            "."
+            if by_seed
+            else f" (networks sharing a seed share init and data order; {MIN_SEEDS_TO_RESAMPLE}"
+            " or more seeds make the intervals resample seeds)."
+        ),
         f"Training: SGD with momentum {momentum}, minibatches drawn with replacement, until the "
         f"full training cross-entropy ≤ {target_loss} (checked every {check_every} steps, "
         f"budget {max_steps}); the momentum buffer restarts at each check. "
