@@ -33,16 +33,18 @@
 #   minimum — should generalise better).
 #
 # Each measure is rank-correlated with the generalisation gap (train − test accuracy) by
-# Kendall's τ with a 95% bootstrap confidence interval, and by Jiang et al.'s granulated τ
-# (Ψ: the mean τ over members that differ in one hyperparameter only).
+# Kendall's τ with a 95% bootstrap confidence interval that resamples whole seeds (networks
+# sharing a seed share their initialisation and data order, so they are not independent),
+# and by Jiang et al.'s granulated τ (Ψ: the mean τ over members that differ in one
+# hyperparameter only).
 #
 # **Reading the verdict.** A headline measure *supports* the claim when its τ interval
 # excludes 0 on the predicted side, and *contradicts* it when it excludes 0 on the other
 # side. Keskar's part is the paired mean log-ratio of λ_max at the largest vs the smallest
 # batch size (same init, width and learning rate), judged at two standard errors. SUPPORTED
 # needs all four; any contradiction gives NOT SUPPORTED; otherwise UNDECIDED. The quick
-# preset is a small population on a MNIST-1D subset with one hidden layer, so its intervals
-# are wide; the full preset (≥ 64 networks) is the run of record.
+# preset (96 networks, 8 seeds) uses a MNIST-1D subset and one hidden layer; the full preset
+# (320 networks, 5 seeds, two hidden layers) is the run of record.
 #
 # Caveat (Dinh et al. 2017, arXiv:1703.04933): sharpness is not invariant to
 # reparametrisations that leave the function unchanged, so a correlation, when found, is an

@@ -91,6 +91,10 @@ def test_verdict_undecided_cases():
     # All instabilities tied: τ is undefined.
     v, parts = conn.verdict([2.0, 2.2, 1.9], [0.1, 0.2, 0.15], K, [0.0] * 9)
     assert parts["instability"] is None
+    # Too few parents to resample: no interval, so a falling τ cannot decide.
+    v, parts = conn.verdict(LIN, CUR, K, FALLING, tau_interval=(-math.inf, math.inf))
+    assert parts["instability"] is None and v.supported is None
+    assert "no interval" in v.evidence
 
 
 @pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
@@ -107,7 +111,8 @@ def test_tiny_run_record():
         num_bootstrap=50,
     )
     r = ll.experiments.run("connectivity", "quick", overrides=settings, write=False)
-    assert r.verdict is not None and r.verdict.label in ("SUPPORTED", "NOT SUPPORTED", "UNDECIDED")
+    assert r.verdict is not None and r.verdict.label in ("NOT SUPPORTED", "UNDECIDED")
+    assert "no interval" in r.verdict.evidence  # 2 parents are too few to resample
     assert len(r.summary) == 3 + 3
     d = r.data
     assert d["linear_losses"].shape == (2, 5) and d["curve_losses"].shape == (2, 5)

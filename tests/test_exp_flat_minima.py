@@ -22,6 +22,8 @@ def test_registered_with_presets():
         * full["num_seeds"]
     )
     assert n_full >= 64
+    for preset in exp.presets.values():  # intervals over seeds, not conditional on them
+        assert preset["num_seeds"] >= ll.experiments.MIN_CLUSTERS
     assert set(exp.presets["quick"]) == set(full)
     assert exp.claim == flat_minima.CLAIM
 
@@ -148,6 +150,15 @@ def test_paired_log_ratio():
     assert m.value == pytest.approx(ref.value) and m.stderr == pytest.approx(ref.stderr)
     with pytest.raises(ValueError, match="no matched"):
         flat_minima.paired_log_ratio(values, batch, keys, 16, 256)
+    # Grouped (e.g. by seed): pairs are averaged within a group, the error is over groups.
+    values = np.array([1.0, 2.0, 1.0, 8.0, 2.0, 2.0, 1.0, 1.0])
+    batch = np.tile([16, 128], 4)
+    keys = [(lr, s) for lr, s in [(1, 0), (1, 0), (2, 0), (2, 0), (1, 1), (1, 1), (2, 1), (2, 1)]]
+    seed = np.array([k[1] for k in keys])
+    g = flat_minima.paired_log_ratio(values, batch, keys, 16, 128, groups=seed)
+    ref = measure([math.log(16.0) / 2, 0.0])  # seed 0: mean(log 2, log 8); seed 1: 0
+    assert g.n == 2
+    assert g.value == pytest.approx(ref.value) and g.stderr == pytest.approx(ref.stderr)
 
 
 def _key_set(keys) -> set:

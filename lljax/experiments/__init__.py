@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 __all__ = [
+    "MIN_CLUSTERS",
     "Experiment",
     "Measurement",
     "Result",
@@ -51,6 +52,13 @@ __all__ = [
     "run",
     "to_json",
 ]
+
+
+#: Fewest clusters (seeds, parents, initialisations) a cluster bootstrap resamples. With
+#: fewer, resamples repeat one cluster too often to describe their spread (with 3 there are
+#: only 10 distinct resamples, and a ninth of them hold a single cluster), so the
+#: experiments report no such interval, or one conditional on the clusters, and say so.
+MIN_CLUSTERS = 5
 
 
 class Measurement(NamedTuple):

@@ -25,10 +25,11 @@ zero by more than ``z`` standard errors, (b) the curve barrier is below the line
 more than ``z`` standard errors of the paired difference *and* is at most
 ``max_curve_fraction`` of it, and (c) Kendall's τ between spawn step and instability is
 negative with a bootstrap confidence interval below zero (the bootstrap resamples parents,
-whose points at different spawn steps are not independent). Parts (a) and (b) fail when their
-inequality does not hold with at least two pairs, part (c) when the interval lies at or
-above zero; any failing part makes the verdict negative, and a part that cannot decide
-(one pair, an interval that straddles zero) makes it undecided.
+whose points at different spawn steps are not independent; with fewer than
+:data:`lljax.experiments.MIN_CLUSTERS` parents there is no interval). Parts (a) and (b) fail
+when their inequality does not hold with at least two pairs, part (c) when the interval lies
+at or above zero; any failing part makes the verdict negative, and a part that cannot decide
+(one pair, too few parents, an interval that straddles zero) makes it undecided.
 
 References:
   Garipov et al. 2018, "Loss surfaces, mode connectivity, and fast ensembling of DNNs",
@@ -51,7 +52,7 @@ import optax
 
 from lljax import data as data_lib
 from lljax import ensemble, landscape, losses, models
-from lljax.experiments import Measurement, Result, Verdict, measure, register
+from lljax.experiments import MIN_CLUSTERS, Measurement, Result, Verdict, measure, register
 
 CLAIM = (
     "Independently trained networks are separated by a loss barrier on the straight line "
@@ -177,7 +178,12 @@ def verdict(
         parts["instability"] = False  # the interval excludes any decrease
     else:
         parts["instability"] = None  # the interval straddles 0
-    ci = "" if tau_interval is None else f" (CI [{tau_interval[0]:.2f}, {tau_interval[1]:.2f}])"
+    if tau_interval is None:
+        ci = ""
+    elif not np.all(np.isfinite(tau_interval)):
+        ci = f" (no interval: fewer than {MIN_CLUSTERS} parents to resample)"
+    else:
+        ci = f" (CI [{tau_interval[0]:.2f}, {tau_interval[1]:.2f}])"
     evidence = (
         f"linear loss barrier {lin} over {lin.n} independent pairs; Bezier-curve barrier "
         f"{cur}; paired reduction {diff} (rule: reduction > {z:g} s.e. and curve ≤ "
@@ -217,7 +223,7 @@ def _path_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             batch_size=32,
             learning_rate=0.5,
             spawn_steps=(0, 10, 30, 100, 300),
-            num_spawn_pairs=3,
+            num_spawn_pairs=8,
             curve_steps=1000,
             curve_learning_rate=1e-2,
             num_bends=1,
@@ -246,7 +252,7 @@ def _path_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ),
     },
     preset_notes={
-        "quick": "MLP 40-64-64-10, 4 seed pairs, 5 spawn steps x 3 pairs, 2000 SGD steps; "
+        "quick": "MLP 40-64-64-10, 4 seed pairs, 5 spawn steps x 8 pairs, 2000 SGD steps; "
         "about 35 s of CPU time (user+sys) on a 2-core CPU",
         "full": "MLP 40-256-256-10, 8 seed pairs, 10 spawn steps x 8 pairs, 8000 SGD steps; "
         "estimated 5-10 min on one GPU (about an hour on a 2-core CPU)",
@@ -264,7 +270,7 @@ def run(
     batch_size: int = 32,
     learning_rate: float = 0.5,
     spawn_steps: Sequence[int] = (0, 10, 30, 100, 300),
-    num_spawn_pairs: int = 3,
+    num_spawn_pairs: int = 8,
     curve_steps: int = 1000,
     curve_learning_rate: float = 1e-2,
     num_bends: int = 1,
@@ -425,18 +431,18 @@ def run(
     lin_losses, cur_losses = np.asarray(curves.linear.losses), np.asarray(curves.path.losses)
 
     # Kendall's τ between spawn step and instability over every (k, pair) point. The points
-    # of one parent share its init and data order, so the bootstrap resamples parents.
+    # of one parent share its init and data order, so the bootstrap resamples parents; with
+    # too few of them there is no interval (unbounded, i.e. undecided).
     k_points = np.repeat(np.asarray(spawn, float), sp)
-    tau = None
-    if num_k >= 2 and k_points.size >= 3 and sp >= 2:
-        tau = ensemble.rank_correlation(
-            k_points,
-            instability.ravel(),
-            method="kendall",
-            key=k_boot,
-            num_bootstrap=num_bootstrap,
-            groups=np.tile(np.arange(sp), num_k),
-        )
+    tau, tau_interval = None, (-math.inf, math.inf)
+    if num_k >= 2:
+        boot = {}
+        if sp >= MIN_CLUSTERS:
+            groups = np.tile(np.arange(sp), num_k)
+            boot = dict(key=k_boot, num_bootstrap=num_bootstrap, groups=groups)
+        tau = ensemble.rank_correlation(k_points, instability.ravel(), method="kendall", **boot)
+        if boot:
+            tau_interval = (tau.low, tau.high)
     result_verdict, parts = verdict(
         lin_barrier,
         cur_barrier,
@@ -444,8 +450,7 @@ def run(
         instability.ravel(),
         z=z,
         max_curve_fraction=max_curve_fraction,
-        # One parent leaves nothing to resample: an unbounded interval, i.e. undecided.
-        tau_interval=(-math.inf, math.inf) if tau is None else (tau.low, tau.high),
+        tau_interval=tau_interval,
     )
 
     # Measurements and table.

@@ -9,12 +9,11 @@ per-dimension log radius, comparable across widths) and the local learning coeff
 (LLC). Each measure is rank-correlated with the generalisation gap (test − train error)
 by Kendall's τ with a bootstrap confidence interval, also granulated per hyperparameter axis
 (Jiang et al.'s Ψ). Networks sharing a seed share their initialisation and data order, so
-with at least :data:`MIN_SEEDS_TO_RESAMPLE` seeds the interval resamples whole seeds (a
-cluster bootstrap, ``groups`` of :func:`lljax.ensemble.rank_correlation`); with fewer, as
-in the presets' two, it resamples networks and is conditional on the seeds
-(``--set num_seeds=8`` gives the unconditional one). Keskar's small- vs large-batch
-comparison is a paired log-ratio of the top eigenvalue at matched width, learning rate and
-seed.
+with at least :data:`lljax.experiments.MIN_CLUSTERS` seeds (as in both presets) the interval
+resamples whole seeds (a cluster bootstrap, ``groups`` of
+:func:`lljax.ensemble.rank_correlation`); with fewer it resamples networks and is
+conditional on the seeds. Keskar's small- vs large-batch comparison is a paired log-ratio
+of the top eigenvalue at matched width, learning rate and seed.
 
 The claim's predicted signs: sharpness measures and the LLC correlate positively with the
 gap, basin volume negatively; large batches find sharper minima.
@@ -47,7 +46,7 @@ from jax.flatten_util import ravel_pytree
 from lljax import data as data_lib
 from lljax import ensemble, geometry, losses, models
 from lljax import llc as llc_lib
-from lljax.experiments import Measurement, Result, Verdict, measure, register
+from lljax.experiments import MIN_CLUSTERS, Measurement, Result, Verdict, measure, register
 from lljax.experiments import progress as progress_iter
 
 CLAIM = (
@@ -80,11 +79,6 @@ PARTS = (
     "llc",
 )
 FACTORS = ("batch_size", "learning_rate", "width")
-
-#: Seeds needed before the bootstrap resamples seeds rather than networks: with fewer, a
-#: resample of seeds repeats one seed too often to describe their spread (with 2 seeds half
-#: the resamples hold a single seed).
-MIN_SEEDS_TO_RESAMPLE = 5
 
 
 # --------------------------------------------------------------------------------------
@@ -432,12 +426,20 @@ def granulated_kendall(
 
 
 def paired_log_ratio(
-    values: np.ndarray, batch_sizes: np.ndarray, pair_keys: Sequence[Any], small: int, large: int
+    values: np.ndarray,
+    batch_sizes: np.ndarray,
+    pair_keys: Sequence[Any],
+    small: int,
+    large: int,
+    *,
+    groups: np.ndarray | None = None,
 ) -> Measurement:
     """Mean over matched pairs of ``log(values[large batch] / values[small batch])``.
 
     Members are matched by ``pair_keys`` (e.g. ``(width, learning rate, seed)``); pairs with
-    a non-positive or non-finite value are dropped.
+    a non-positive or non-finite value are dropped. With ``groups`` (one label per member,
+    equal within a pair, e.g. the seed) the pairs are averaged within each group first and
+    the standard error is over the group means, since pairs sharing a seed are correlated.
 
     Raises:
       ValueError: if no pair is left.
@@ -445,15 +447,19 @@ def paired_log_ratio(
     values = np.asarray(values, float)
     batch_sizes = np.asarray(batch_sizes)
     index = {(pair_keys[i], int(batch_sizes[i])): i for i in range(len(values))}
-    logs = []
+    logs, labels = [], []
     for (k, b), i in index.items():
         if b != small or (k, large) not in index:
             continue
         v_small, v_large = values[i], values[index[(k, large)]]
         if v_small > 0 and v_large > 0 and np.isfinite(v_small) and np.isfinite(v_large):
             logs.append(math.log(v_large / v_small))
+            labels.append(None if groups is None else groups[i])
     if not logs:
         raise ValueError("values: no matched small/large-batch pair with positive values")
+    if groups is not None:
+        logs, labels = np.asarray(logs), np.asarray(labels)
+        logs = [float(logs[labels == g].mean()) for g in np.unique(labels)]
     return measure(logs)
 
 
@@ -464,6 +470,7 @@ def decide(
     num_members: int,
     min_members: int = 8,
     resampled: str = "networks",
+    keskar_unit: str = "pairs",
 ) -> Verdict:
     """The verdict from the headline correlations and Keskar's comparison.
 
@@ -479,6 +486,8 @@ def decide(
       num_members: members the correlations rest on.
       min_members: below this the run cannot decide.
       resampled: what the bootstrap resampled, for the evidence text.
+      keskar_unit: what ``keskar.n`` counts (pairs, or seeds when pairs are averaged per
+        seed).
     """
     parts, statuses = [], []
     for name in HEADLINE:
@@ -494,7 +503,7 @@ def decide(
     statuses.append(k)
     parts.append(
         f"large/small-batch log λ_max ratio = {keskar.value:+.2f} ± {keskar.stderr:.2f} "
-        f"over {keskar.n} pairs ({k})"
+        f"over {keskar.n} {keskar_unit} ({k})"
     )
     evidence = (
         f"Kendall τ with the generalisation gap over {num_members} networks, 95% bootstrap "
@@ -553,7 +562,7 @@ def _correlations(
             hidden_layers=1,
             batch_sizes=(16, 128),
             learning_rates=(0.01, 0.02, 0.04),
-            num_seeds=2,
+            num_seeds=8,
             momentum=0.9,
             max_steps=6000,
             check_every=500,
@@ -582,7 +591,7 @@ def _correlations(
             hidden_layers=2,
             batch_sizes=(16, 64, 256, 1024),
             learning_rates=(0.003, 0.01, 0.03, 0.1),
-            num_seeds=2,
+            num_seeds=5,
             momentum=0.9,
             max_steps=20000,
             check_every=500,
@@ -606,11 +615,11 @@ def _correlations(
         ),
     },
     preset_notes={
-        "quick": "24 one-hidden-layer MLPs (widths 64/256 x batch 16/128 x 3 learning rates x "
-        "2 seeds) on a 1000/500 MNIST-1D subset; about 95 s of CPU time (user + sys)",
-        "full": "128 two-hidden-layer MLPs (4 widths x 4 batch sizes x 4 learning rates x 2 "
-        "seeds) on MNIST-1D 4000/1000, trained to cross-entropy 0.01; roughly 20-40 min on one "
-        "GPU (hours on a CPU)",
+        "quick": "96 one-hidden-layer MLPs (widths 64/256 x batch 16/128 x 3 learning rates x "
+        "8 seeds) on a 1000/500 MNIST-1D subset; about 125 s of CPU time (user + sys)",
+        "full": "320 two-hidden-layer MLPs (4 widths x 4 batch sizes x 4 learning rates x 5 "
+        "seeds) on MNIST-1D 4000/1000, trained to cross-entropy 0.01; estimated 30-60 min on "
+        "one GPU, not yet run (hours on a CPU)",
     },
     claim=CLAIM,
 )
@@ -625,7 +634,7 @@ def run(
     hidden_layers: int = 2,
     batch_sizes: Sequence[int] = (16, 64, 256, 1024),
     learning_rates: Sequence[float] = (0.003, 0.01, 0.03, 0.1),
-    num_seeds: int = 2,
+    num_seeds: int = 8,
     momentum: float = 0.9,
     max_steps: int = 20000,
     check_every: int = 500,
@@ -784,7 +793,7 @@ def run(
     sel = {k: v[included] for k, v in members.items()}
     factors = {f: sel[f] for f in (*FACTORS, "seed")}
     seeds_left = np.unique(sel["seed"]).size
-    by_seed = seeds_left >= MIN_SEEDS_TO_RESAMPLE
+    by_seed = seeds_left >= MIN_CLUSTERS
     resampled = f"{seeds_left} seeds" if by_seed else f"networks, given the {seeds_left} seeds"
     corr: dict[str, Any] = {}
     for i, name in enumerate(MEASURES):
@@ -809,7 +818,12 @@ def run(
     pair_keys = list(zip(sel["width"], sel["learning_rate"], sel["seed"], strict=True))
     try:
         keskar = paired_log_ratio(
-            sel["top_eigenvalue"], sel["batch_size"], pair_keys, min(batch_sizes), max(batch_sizes)
+            sel["top_eigenvalue"],
+            sel["batch_size"],
+            pair_keys,
+            min(batch_sizes),
+            max(batch_sizes),
+            groups=sel["seed"] if by_seed else None,
         )
     except ValueError:
         keskar = Measurement(float("nan"), float("nan"), 0)
@@ -819,7 +833,13 @@ def run(
             v = sel["top_eigenvalue"][(sel["width"] == w) & (sel["batch_size"] == b)]
             by_batch[f"width {w}, batch {b}"] = measure(v) if v.size else Measurement(math.nan)
 
-    verdict = decide(corr, keskar, num_members=num_included, resampled=resampled)
+    verdict = decide(
+        corr,
+        keskar,
+        num_members=num_included,
+        resampled=resampled,
+        keskar_unit="seeds (pairs averaged per seed)" if by_seed else "pairs",
+    )
 
     summary = []
     for name, (label, sign) in MEASURES.items():
@@ -875,7 +895,7 @@ def run(
         + (
             "."
             if by_seed
-            else f" (networks sharing a seed share init and data order; {MIN_SEEDS_TO_RESAMPLE}"
+            else f" (networks sharing a seed share init and data order; {MIN_CLUSTERS}"
             " or more seeds make the intervals resample seeds)."
         ),
         f"Training: SGD with momentum {momentum}, minibatches drawn with replacement, until the "
@@ -894,7 +914,8 @@ def run(
         "Sharpness measures are not invariant to reparametrisations that leave the function "
         "unchanged (Dinh et al. 2017); no normalisation is applied here.",
         "Keskar's comparison is paired: the same init and learning rate at the smallest and "
-        "largest batch size; Keskar et al. used Adam and larger networks.",
+        "largest batch size; Keskar et al. used Adam and larger networks."
+        + (" Its error is over the seeds' mean log ratios." if by_seed else ""),
     ]
     if num_samples < 5000:
         notes.append(

@@ -38,7 +38,15 @@ from jax.flatten_util import ravel_pytree
 
 from lljax import _linalg, critical, curvature, ensemble, losses, models, spectrum
 from lljax import data as data_lib
-from lljax.experiments import Measurement, Result, Verdict, measure, progress, register
+from lljax.experiments import (
+    MIN_CLUSTERS,
+    Measurement,
+    Result,
+    Verdict,
+    measure,
+    progress,
+    register,
+)
 
 NAME = "saddles"
 CLAIM = (
@@ -179,7 +187,9 @@ def verdict(corr, trend: str, num_distinct: int, min_points: int = 5) -> Verdict
     )
     if num_distinct < min_points or not math.isfinite(corr.low):
         return Verdict(
-            CLAIM, None, evidence + f"; fewer than {min_points} usable points or one initialisation"
+            CLAIM,
+            None,
+            evidence + f"; fewer than {min_points} usable points or {MIN_CLUSTERS} initialisations",
         )
     if corr.high < 0 or trend == "increasing":
         return Verdict(CLAIM, False, evidence + "; rule: CI below 0 or minima increase")
@@ -565,10 +575,10 @@ def _run(
     keep = per_width[index_width]["distinct"]
     if keep.size >= 2:
         # Points found from one initialisation (its GD snapshots) are not independent: the
-        # bootstrap resamples initialisations (none when all points share one).
+        # bootstrap resamples initialisations (no interval when there are too few).
         groups = s["init_seed"][keep]
         boot = {}
-        if np.unique(groups).size >= 2:
+        if np.unique(groups).size >= MIN_CLUSTERS:
             boot = dict(key=k_boot, num_bootstrap=num_bootstrap, groups=groups)
         corr = ensemble.rank_correlation(s["loss"][keep], s["negative_fraction"][keep], **boot)
         spear = ensemble.rank_correlation(
