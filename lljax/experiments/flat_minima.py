@@ -634,7 +634,7 @@ def run(
     hidden_layers: int = 2,
     batch_sizes: Sequence[int] = (16, 64, 256, 1024),
     learning_rates: Sequence[float] = (0.003, 0.01, 0.03, 0.1),
-    num_seeds: int = 8,
+    num_seeds: int = 5,
     momentum: float = 0.9,
     max_steps: int = 20000,
     check_every: int = 500,
