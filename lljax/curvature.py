@@ -433,7 +433,7 @@ def restrict(op: Operator, params: Any, select: str | Sequence[str] | Callable) 
         embed = lambda u: jnp.zeros(total, u.dtype).at[idx].set(u)
         pick = lambda v: v[idx]
     return Operator(
-        matvec=lambda u: pick(op.matvec(embed(u))),
+        matvec=lambda u: pick(op.matvec(embed(_flat_vector(u, idx.size)))),
         size=int(idx.size),
         dtype=op.dtype,
         unravel=lambda u: op.unravel(embed(u)),
@@ -584,12 +584,23 @@ def _xy(batch: Any) -> tuple[Any, Any, int]:
     return x, y, sizes.pop()
 
 
+def _flat_vector(v, size: int):
+    """``v`` itself, after checking it is a flat vector of the operator's size."""
+    if jnp.shape(v) != (size,):
+        raise ValueError(
+            f"v: expected a flat vector of shape ({size},), got shape {jnp.shape(v)} "
+            "(op.ravel turns a params-shaped pytree into one)"
+        )
+    return v
+
+
 def _single_operator(matvec_tree, params, scale, name: str, precision: str) -> Operator:
     """Operator from ``matvec_tree(params, tangent_tree) -> tree``, divided by ``scale``."""
     flat, unravel = ravel_pytree(params)
     ravel = lambda tree: ravel_pytree(tree)[0]
 
     def matvec(v):
+        v = _flat_vector(v, flat.size)
         with jax.default_matmul_precision(precision):
             return ravel(matvec_tree(params, unravel(v.astype(flat.dtype)))) / scale
 
@@ -657,6 +668,7 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
     ravel = lambda tree: ravel_pytree(tree)[0]
 
     def matvec(v):
+        v = _flat_vector(v, flat.size)
         with jax.default_matmul_precision(precision):
             numerator, denominator = sum_fn(params, unravel(v.astype(dtype)))
             return ravel(numerator) / denominator

@@ -830,7 +830,7 @@ def llc(
 
     Raises:
       ValueError: for an unknown sampler, non-positive counts, ``record_every`` not
-        dividing ``num_draws``, or bad ``data``.
+        dividing ``num_draws``, bad ``data``, or a non-finite loss at ``params``.
 
     Examples:
       >>> import jax, lljax as ll
@@ -866,6 +866,12 @@ def llc(
     chunk = total if chunk_size is None else int(chunk_size)
     traced = _is_traced(params, data, hyper, key, resume)
     state = resume if resume is not None else _init_jit(loss_fn, params, data, key, hyper, cfg)
+    if not traced and resume is None and not np.isfinite(float(state.init_loss)):
+        # Every chain would be NaN from its first step, and read as divergence.
+        raise ValueError(
+            f"params: the full-data loss at params (w*) is {float(state.init_loss)}; λ̂ needs "
+            "a finite loss there (check params and data for NaN or inf)"
+        )
     # A traced step (resuming under jit/vmap) is unknown here: run the whole count, and the
     # steps past the end leave the state unchanged (see _run).
     done = int(state.step) if not _is_traced(state.step) else 0

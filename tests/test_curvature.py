@@ -371,6 +371,17 @@ def test_dataset_operator_argument_errors():
         cv.ggn(loss_fn, params, batch[0])
     with pytest.raises(ValueError, match="leading"):
         cv.ggn(loss_fn, params, (batch[0], batch[1][:2]))
+    # A vector of the wrong shape is named, for every kind of operator.
+    ops = (
+        cv.hessian(loss_fn, params, batch),
+        cv.ggn(loss_fn, params, batch, batch_size=2),
+        cv.restrict(cv.hessian(loss_fn, params, batch), params, "Dense_0"),
+    )
+    for op in ops:
+        with pytest.raises(ValueError, match=rf"v: expected a flat vector of shape \({op.size},\)"):
+            op.matvec(jnp.ones(op.size + 1))
+        with pytest.raises(ValueError, match="v: expected"):
+            op.matvec(jnp.ones((op.size, 2)))
 
 
 # ------------------------------------------------------------------------- parameter blocks

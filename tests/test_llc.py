@@ -217,6 +217,13 @@ def test_llc_bad_arguments():
     ):
         with pytest.raises(ValueError, match=name):
             ll.landscape.llc(loss_fn, w, data, key=jr.key(0), **{name: value})
+    # A non-finite loss at w* is bad input, not divergence of the chains.
+    nan_w = jax.tree.map(lambda p: p.at[0].set(jnp.nan), w)
+    with pytest.raises(ValueError, match="params: the full-data loss"):
+        ll.landscape.llc(loss_fn, nan_w, data, key=jr.key(0), **SMALL)
+    with pytest.raises(ValueError, match="params: the full-data loss"):
+        bad_x = data.x_train.at[0, 0].set(jnp.inf)
+        ll.landscape.llc(loss_fn, w, (bad_x, data.y_train), key=jr.key(0), **SMALL)
     with pytest.raises(ValueError, match="learning_rate"):
         ll.optim.sgld(-1e-3, key=jr.key(0))
     with pytest.raises(ValueError, match="anchor"):
