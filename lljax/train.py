@@ -522,6 +522,10 @@ def _check_finite_params(params, name: str = "params"):
     if not leaves:
         raise ValueError(f"{name}: the pytree has no arrays")
     for leaf in leaves:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, int, float, complex)):
+            raise ValueError(
+                f"{name}: expected a pytree of arrays, got a leaf of type {type(leaf).__name__}"
+            )
         a = np.asarray(leaf)
         if np.issubdtype(a.dtype, np.inexact) and not np.all(np.isfinite(a)):
             raise ValueError(f"{name}: contains non-finite values (NaN or inf)")

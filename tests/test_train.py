@@ -205,6 +205,7 @@ def test_nonfinite_loss_names_the_first_bad_step():
         (dict(batch_size=0), "batch_size"),
         (dict(data=(1, 2)), "data"),
         (dict(params={"w": jnp.array([1.0, jnp.nan])}), "params"),
+        (dict(params=LOSS), "params: expected a pytree of arrays, got a leaf of type function"),
         (dict(sampling="bogus"), "sampling"),
         (dict(log_every=3, eval_every=10), "eval_every"),
         (dict(key=3), "key"),
