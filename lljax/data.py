@@ -109,7 +109,7 @@ class Dataset:
         )
 
 
-def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str = "train"):
+def sample_batch(data: Dataset, *, key: jax.Array | int, batch_size: int, split: str = "train"):
     """Draws ``batch_size`` distinct examples uniformly at random; jit/vmap friendly.
 
     Indices are drawn inside compiled code and gathered, so a training loop can sample every
@@ -118,7 +118,7 @@ def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str =
 
     Args:
       data: the dataset.
-      key: PRNG key; vmap over keys for independent batches.
+      key: PRNG key (or an int seed); vmap over keys for independent batches.
       batch_size: number of examples, ``1 <= batch_size <= len(split)``.
       split: ``"train"`` or ``"test"``.
 
@@ -127,6 +127,14 @@ def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str =
 
     Raises:
       ValueError: on an unknown ``split`` or a ``batch_size`` out of range.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(key=0, num_train=100, num_test=50)
+      >>> keys = jax.random.split(jax.random.key(1), 4)  # one batch per key
+      >>> xs, ys = jax.vmap(lambda k: ll.data.sample_batch(data, key=k, batch_size=16))(keys)
+      >>> xs.shape, ys.shape
+      ((4, 16, 2), (4, 16))
     """
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
@@ -137,20 +145,28 @@ def sample_batch(data: Dataset, *, key: jax.Array, batch_size: int, split: str =
         raise ValueError(f"batch_size: {batch_size} exceeds the {n} {split} examples")
     if batch_size == n:
         return x, y
-    idx = jr.choice(key, n, (batch_size,), replace=False)
+    idx = jr.choice(_as_key(key), n, (batch_size,), replace=False)
     return x[idx], y[idx]
 
 
-def epoch_batches(num_examples: int, batch_size: int, *, key: jax.Array) -> jax.Array:
+def epoch_batches(num_examples: int, batch_size: int, *, key: jax.Array | int) -> jax.Array:
     """Indices ``(num_examples // batch_size, batch_size)`` of one shuffled epoch.
 
     The last ``num_examples % batch_size`` examples of the permutation are dropped.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> idx = ll.data.epoch_batches(10, 3, key=jax.random.key(0))
+      >>> idx.shape  # 10 // 3 batches; one example is dropped
+      (3, 3)
+      >>> len(set(idx.ravel().tolist()))  # no example is drawn twice
+      9
     """
     num_examples = _positive_int(num_examples, "num_examples")
     batch_size = _positive_int(batch_size, "batch_size")
     if batch_size > num_examples:
         raise ValueError(f"batch_size: {batch_size} exceeds num_examples={num_examples}")
-    perm = jr.permutation(key, num_examples)
+    perm = jr.permutation(_as_key(key), num_examples)
     nb = num_examples // batch_size
     return perm[: nb * batch_size].reshape(nb, batch_size)
 
@@ -176,6 +192,14 @@ def mnist1d(seed: int = 42, *, num_samples: int = 5000, train_split: float = 0.8
 
     References:
       Greydanus & Kobak, "Scaling down deep learning with MNIST-1D", arXiv:2011.14439.
+
+    Examples:
+      >>> import lljax as ll
+      >>> data = ll.data.mnist1d(num_samples=100)  # a small version; the default is 5000
+      >>> data.x_train.shape, data.x_test.shape, data.num_classes
+      ((80, 40), (20, 40), 10)
+      >>> data.x_train.dtype, data.y_train.dtype
+      (dtype('float32'), dtype('int32'))
     """
     try:
         seed = operator.index(seed)
@@ -248,6 +272,14 @@ def gaussian_mixture(
 
     Raises:
       ValueError: on non-positive sizes or fewer than two classes.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(
+      ...     key=jax.random.key(0), num_train=64, num_test=64, num_classes=3, dim=5
+      ... )
+      >>> data.x_train.shape, data.y_test.shape, data.y_test.dtype, data.num_classes
+      ((64, 5), (64,), dtype('int32'), 3)
     """
     key = _as_key(key)
     num_train = _positive_int(num_train, "num_train")
@@ -291,6 +323,14 @@ def linear_regression(
 
     Raises:
       ValueError: on non-positive sizes, negative noise or a rank above ``min(dim, out_dim)``.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> data = ll.data.linear_regression(key=jax.random.key(0), dim=6, out_dim=4, rank=2)
+      >>> data.x_train.shape, data.y_train.shape, data.y_test.shape
+      ((1000, 6), (1000, 4), (1000, 4))
+      >>> data.num_classes  # regression
+      0
     """
     key = _as_key(key)
     num_train = _positive_int(num_train, "num_train")
@@ -329,17 +369,29 @@ def teacher_student(
 
     Args:
       teacher: the teacher model; its params are drawn from ``key``.
-      noise: std of Gaussian label noise (regression).
+      key: PRNG key (or an int seed) for the teacher's params, the inputs and the noise.
+      num_train, num_test: examples in each split.
+      noise: std of Gaussian label noise (regression only; ``classify=True`` with
+        ``noise > 0`` is an error, since argmax labels carry no Gaussian noise).
       classify: if true, labels are the teacher's argmax (classification).
 
     Raises:
-      ValueError: on non-positive sizes or negative noise.
+      ValueError: on non-positive sizes, negative noise, or noise with ``classify``.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> teacher = ll.models.mlp([5, 16, 3])
+      >>> data = ll.data.teacher_student(teacher, key=jax.random.key(0), classify=True)
+      >>> data.x_train.shape, data.y_train.shape, data.y_train.dtype, data.num_classes
+      ((1000, 5), (1000,), dtype('int32'), 3)
     """
     key = _as_key(key)
     num_train = _positive_int(num_train, "num_train")
     num_test = _positive_int(num_test, "num_test")
     if noise < 0:
         raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
+    if classify and noise > 0:
+        raise ValueError(f"noise: must be 0 with classify=True (argmax labels), got {noise}")
     kp, kx, kn = jr.split(key, 3)
     params = teacher.init(kp)
     n = num_train + num_test
@@ -386,6 +438,15 @@ def modular_arithmetic(
     Raises:
       ValueError: on an unknown operation, ``p < 2``, ``div`` with a composite ``p``, or a
         ``train_fraction`` leaving a split empty.
+
+    Examples:
+      >>> import lljax as ll
+      >>> data = ll.data.modular_arithmetic(p=5, operation="add", train_fraction=0.4)
+      >>> data.num_train, data.num_test, data.num_classes, data.name
+      (10, 15, 5, 'modular_add_5')
+      >>> x, y = data.train  # rows are [a, b, p]: tokens a, b and "="
+      >>> bool(((x[:, 0] + x[:, 1]) % 5 == y).all()), x[:, 2].tolist() == [5] * 10
+      (True, True)
     """
     p = _positive_int(p, "p")
     if p < 2:

@@ -126,7 +126,15 @@ class Population(NamedTuple):
 
 
 def member_keys(key: jax.Array, num_members: int) -> jax.Array:
-    """Keys ``(num_members,)`` with member ``i`` = ``fold_in(key, i)`` (prefix-stable)."""
+    """Keys ``(num_members,)`` with member ``i`` = ``fold_in(key, i)`` (prefix-stable).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> keys = ll.ensemble.member_keys(jax.random.key(0), 4)
+      >>> k2 = jax.random.fold_in(jax.random.key(0), 2)
+      >>> keys.shape, bool((jax.random.key_data(keys[2]) == jax.random.key_data(k2)).all())
+      ((4,), True)
+    """
     return _member_keys_jit(train_lib.as_key(key), int(num_members))
 
 
@@ -592,6 +600,16 @@ def train(
     Raises:
       ValueError: bad arguments, naming the argument.
       MemoryError: not even the population's parameters and optimizer states fit.
+
+    Examples:
+      >>> import jax, optax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=64, num_test=32)
+      >>> model = ll.models.mlp([2, 8, 2])
+      >>> pop = ll.ensemble.train(model, ll.losses.cross_entropy(model), optax.sgd(0.1), data,
+      ...                         key=jax.random.key(1), num_members=3, steps=10, batch_size=16,
+      ...                         progress=False)
+      >>> pop.num_members, pop.history["loss"].shape, pop.history["test_accuracy"].shape
+      (3, (3, 10), (3, 1))
     """
     steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size = (
         train_lib._check_common(
@@ -796,7 +814,13 @@ def train(
 
 
 def weight_norm(params, data=None) -> jax.Array:
-    """Euclidean norm of all parameters of one member."""
+    """Euclidean norm of all parameters of one member.
+
+    Examples:
+      >>> import jax.numpy as jnp, lljax as ll
+      >>> float(ll.ensemble.weight_norm({"w": jnp.array([[3.0]]), "b": jnp.array([4.0])}))
+      5.0
+    """
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(params)))
 
 
@@ -808,6 +832,15 @@ def register_measure(name: str, fn: Callable) -> Callable:
 
     Other modules register their measures here (e.g. a top Hessian eigenvalue); the
     function must be jit- and vmap-compatible.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> def l1_norm(params, data):
+      ...     return sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(params))
+      >>> _ = ll.ensemble.register_measure("l1_norm", l1_norm)
+      >>> "l1_norm" in ll.ensemble.MEASURES  # now usable as summary(..., measures=["l1_norm"])
+      True
+      >>> del ll.ensemble.MEASURES["l1_norm"]  # the registry is a plain dict
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
@@ -1061,6 +1094,16 @@ def summary(
       eval_fn: custom metrics (see :func:`lljax.train.fit`).
       chunk_size: members per vmapped call (see :func:`map`).
       eval_batch_size: evaluation batch size.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=64, num_test=32)
+      >>> model = ll.models.mlp([2, 8, 2])
+      >>> params = ll.ensemble.init(model, key=jax.random.key(1), num_members=3)  # or a Population
+      >>> table = ll.ensemble.summary(params, ll.losses.cross_entropy(model), data)
+      >>> table.names, table["test_loss"].shape
+      (['member', 'train_loss', 'test_loss', 'train_accuracy', 'test_accuracy', 'gap',
+        'weight_norm'], (3,))
     """
     params = population.params if isinstance(population, Population) else population
     m = _num_members(params)
@@ -1077,6 +1120,8 @@ def summary(
             if name not in MEASURES:
                 raise ValueError(f"measures: unknown {name!r}; registered: {sorted(MEASURES)}")
             fns.append((name, MEASURES[name]))
+    if "weight_norm" in dict(fns[1:]):  # dict(fns) below would let it replace the built-in
+        raise ValueError("measures: 'weight_norm' is already a column of the summary")
     cols: dict = {"member": np.arange(m)}
 
     def add(source, values):

@@ -66,6 +66,8 @@ def _check_variance(value, name: str) -> float:
 
 
 def _finite(value) -> float | None:
+    if isinstance(value, (str, bytes)):  # float("2") would pass, and fail later in the maths
+        return None
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -78,6 +80,14 @@ def variance_scaled(sigma_w2: float) -> Initializer:
 
     Raises:
       ValueError: if ``sigma_w2`` is negative or not finite.
+
+    Examples:
+      >>> import jax, flax.linen as nn, lljax as ll
+      >>> kernel_init = ll.init.variance_scaled(2.0)
+      >>> w = kernel_init(jax.random.key(0), (3, 3, 16, 32))  # a Conv kernel: fan_in = 144
+      >>> w.shape, w.dtype
+      ((3, 3, 16, 32), dtype('float32'))
+      >>> layer = nn.Dense(8, kernel_init=kernel_init)  # any flax initializer slot
     """
     _check_variance(sigma_w2, "sigma_w2")
 
@@ -117,6 +127,13 @@ def constant_bias(sigma_b2: float) -> Initializer:
 
     Raises:
       ValueError: if ``sigma_b2`` is negative or not finite.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> ll.init.constant_bias(0.0)(jax.random.key(0), (3,)).tolist()
+      [0.0, 0.0, 0.0]
+      >>> ll.init.constant_bias(0.05)(jax.random.key(0), (3,)).shape
+      (3,)
     """
     _check_variance(sigma_b2, "sigma_b2")
 
@@ -129,17 +146,46 @@ def constant_bias(sigma_b2: float) -> Initializer:
 
 
 def lecun() -> InitScheme:
-    """LeCun normal: Var(W) = 1/fan_in, zero biases (LeCun et al. 1998)."""
+    """LeCun normal: Var(W) = 1/fan_in, zero biases (LeCun et al. 1998).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> scheme = ll.init.lecun()
+      >>> scheme.name, scheme.sigma_w2, scheme.sigma_b2
+      ('lecun', 1.0, 0.0)
+      >>> key = jax.random.key(0)
+      >>> scheme.kernel(key, (16, 8)).shape, scheme.bias(key, (4,)).tolist()
+      ((16, 8), [0.0, 0.0, 0.0, 0.0])
+    """
     return InitScheme("lecun", variance_scaled(1.0), _zeros, sigma_w2=1.0)
 
 
 def he() -> InitScheme:
-    """He normal: Var(W) = 2/fan_in, zero biases (He et al. 2015, arXiv:1502.01852)."""
+    """He normal: Var(W) = 2/fan_in, zero biases (He et al. 2015, arXiv:1502.01852).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> scheme = ll.init.he()
+      >>> scheme.name, scheme.sigma_w2
+      ('he', 2.0)
+      >>> model = ll.models.mlp([4, 8, 2], activation="relu", init=scheme)  # or init="he"
+      >>> model.init(jax.random.key(0))["Dense_0"]["kernel"].shape
+      (4, 8)
+    """
     return InitScheme("he", variance_scaled(2.0), _zeros, sigma_w2=2.0)
 
 
 def glorot() -> InitScheme:
-    """Glorot normal: Var(W) = 2/(fan_in + fan_out) (Glorot & Bengio 2010)."""
+    """Glorot normal: Var(W) = 2/(fan_in + fan_out) (Glorot & Bengio 2010).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> scheme = ll.init.glorot()
+      >>> scheme.name, scheme.sigma_w2  # no single σ_w²: the variance depends on fan_out
+      ('glorot', None)
+      >>> scheme.kernel(jax.random.key(0), (3, 3, 16, 32)).shape  # Conv: fan_out = 9 * 32
+      (3, 3, 16, 32)
+    """
     return InitScheme("glorot", _glorot, _zeros)
 
 
@@ -148,6 +194,15 @@ def orthogonal(gain: float = 1.0) -> InitScheme:
 
     Raises:
       ValueError: if ``gain`` is not a finite real.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> scheme = ll.init.orthogonal(2.0)
+      >>> scheme.name, scheme.sigma_w2
+      ('orthogonal(2)', None)
+      >>> w = scheme.kernel(jax.random.key(0), (8, 4))
+      >>> bool(jnp.allclose(jnp.linalg.svd(w, compute_uv=False), 2.0, atol=1e-5))  # all = gain
+      True
     """
     if _finite(gain) is None:
         raise ValueError(f"gain: expected a finite real, got {gain!r}")
@@ -162,6 +217,15 @@ def gaussian(sigma_w2: float, sigma_b2: float = 0.0) -> InitScheme:
 
     Raises:
       ValueError: if ``sigma_w2`` or ``sigma_b2`` is negative or not finite.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> scheme = ll.init.gaussian(1.5, 0.05)
+      >>> scheme.name, scheme.sigma_w2, scheme.sigma_b2
+      ('gaussian(1.5,0.05)', 1.5, 0.05)
+      >>> model = ll.models.mlp([4, 8, 2], activation="tanh", init=scheme)
+      >>> scheme.bias(jax.random.key(0), (8,)).shape  # biases ~ N(0, 0.05), not zeros
+      (8,)
     """
     sigma_w2 = _check_variance(sigma_w2, "sigma_w2")
     sigma_b2 = _check_variance(sigma_b2, "sigma_b2")
@@ -174,10 +238,28 @@ def gaussian(sigma_w2: float, sigma_b2: float = 0.0) -> InitScheme:
     )
 
 
+def _with_residual(b: InitScheme, rule: str) -> InitScheme:
+    """``b`` with residual ``rule``; rules do not stack (a block applies one)."""
+    if b.residual is not None:
+        raise ValueError(
+            f"base: {b.name!r} already has the residual rule {b.residual!r}; {rule} needs a "
+            "plain scheme (rules do not stack)"
+        )
+    return b._replace(name=f"{rule}({b.name})", residual=rule)
+
+
 def depth_scaled(base: str | InitScheme = "he") -> InitScheme:
-    """``base`` with every residual branch's output multiplied by 1/√L (L branches)."""
-    b = get(base)
-    return b._replace(name=f"depth_scaled({b.name})", residual="depth_scaled")
+    """``base`` with every residual branch's output multiplied by 1/√L (L branches).
+
+    Examples:
+      >>> import lljax as ll
+      >>> scheme = ll.init.depth_scaled("lecun")
+      >>> scheme.name, scheme.residual, scheme.sigma_w2
+      ('depth_scaled(lecun)', 'depth_scaled', 1.0)
+      >>> ll.models.resmlp(16, 4, in_dim=3, out_dim=2, init=scheme).name  # branches × 1/√4
+      'resmlp(width=16,depth=4,depth_scaled(lecun))'
+    """
+    return _with_residual(get(base), "depth_scaled")
 
 
 def fixup(base: str | InitScheme = "he") -> InitScheme:
@@ -185,16 +267,33 @@ def fixup(base: str | InitScheme = "he") -> InitScheme:
 
     Inside each of the L residual branches of m layers the layers are rescaled by
     L^(-1/(2m-2)); the last layer of each branch and the classifier start at zero.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model = ll.models.resmlp(16, 4, in_dim=3, out_dim=2, init=ll.init.fixup("he"))
+      >>> params = model.init(jax.random.key(0))
+      >>> bool((params["block_0"]["Dense_1"]["kernel"] == 0).all())  # last layer of a branch
+      True
+      >>> bool((params["head"]["kernel"] == 0).all())  # the classifier
+      True
     """
-    b = get(base)
-    return b._replace(name=f"fixup({b.name})", residual="fixup")
+    return _with_residual(get(base), "fixup")
 
 
 def zero_branch(base: str | InitScheme = "he") -> InitScheme:
     """SkipInit / ReZero (De & Smith 2020, arXiv:2002.10444; Bachlechner et al. 2020):
-    each residual branch is multiplied by a learnable scalar that starts at zero."""
-    b = get(base)
-    return b._replace(name=f"zero_branch({b.name})", residual="zero_branch")
+    each residual branch is multiplied by a learnable scalar that starts at zero.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> scheme = ll.init.zero_branch("he")
+      >>> scheme.name, scheme.residual
+      ('zero_branch(he)', 'zero_branch')
+      >>> params = ll.models.resmlp(16, 3, in_dim=4, out_dim=2, init=scheme).init(jax.random.key(0))
+      >>> [float(params[f"block_{i}"]["branch_scale"]) for i in range(3)]
+      [0.0, 0.0, 0.0]
+    """
+    return _with_residual(get(base), "zero_branch")
 
 
 _NAMED: dict[str, Callable[[], InitScheme]] = {

@@ -622,7 +622,7 @@ _DEFAULTS = dict(
 def llc_init(loss_fn, params, data, *, key, **kwargs) -> LLCState:
     """The starting :class:`LLCState` of :func:`llc` (chains at ``params``); pure.
 
-    Takes the keyword arguments of :func:`llc_samples`.
+    Takes the keyword arguments of :func:`llc_samples`; :func:`llc_run` has an example.
     """
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
     return _init(loss_fn, params, data, key, hyper, cfg)
@@ -634,13 +634,26 @@ def llc_run(loss_fn, state: LLCState, params, data, *, num_steps: int, **kwargs)
     Chunks of any size compose exactly: ``llc_run(n1)`` then ``llc_run(n2)`` equals
     ``llc_run(n1 + n2)``. ``params`` is ``w*`` (the anchor); keyword arguments as in
     :func:`llc_samples` and identical to those given to :func:`llc_init`.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> data = ll.data.linear_regression(key=jax.random.key(0), num_train=256, dim=3)
+      >>> model = ll.models.mlp([3, 1], activation="identity", bias=False)
+      >>> loss_fn, w = ll.losses.mse(model), model.init(jax.random.key(1))
+      >>> kw = dict(num_chains=2, num_draws=20, num_burnin=10, step_size=1e-4, batch_size=64)
+      >>> s = ll.landscape.llc_init(loss_fn, w, data, key=jax.random.key(2), **kw)
+      >>> s = ll.landscape.llc_run(loss_fn, s, w, data, num_steps=30, **kw)  # in any chunks
+      >>> r = ll.landscape.llc_summary(s, data, **kw)
+      >>> int(s.step), r.per_chain.shape
+      (30, (2,))
     """
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
     return _run(loss_fn, state, params, data, hyper, cfg, int(num_steps))
 
 
 def llc_summary(state: LLCState, data, **kwargs) -> LLCResult:
-    """Turns a (finished) :class:`LLCState` into an :class:`LLCResult`; pure."""
+    """Turns a (finished) :class:`LLCState` into an :class:`LLCResult`; pure (example in
+    :func:`llc_run`)."""
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
     return _summary(state, hyper, cfg)
 

@@ -107,6 +107,12 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 
     Raises:
       ValueError: if the shapes do not match or ``outputs`` has no batch axis.
+
+    Examples:
+      >>> import jax.numpy as jnp, lljax as ll
+      >>> out, y = jnp.array([[1.0, 2.0], [0.0, 0.0]]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
+      >>> ll.losses.squared_error(out, y).tolist()
+      [2.0, 0.5]
     """
     outputs, targets = jnp.asarray(outputs), jnp.asarray(targets)
     if outputs.ndim == 0:
@@ -128,6 +134,14 @@ def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
     Raises:
       ValueError: if the label shape is wrong or (for concrete labels) an integer label is
         outside ``[0, classes)``.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+      >>> float(ll.losses.accuracy_from_logits(logits, jnp.array([0, 1, 1, 1])))
+      0.75
+      >>> float(ll.losses.accuracy_from_logits(logits, jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2)))
+      1.0
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -154,17 +168,44 @@ def _bind(model, per_example: Callable) -> LossFn:
 
 
 def cross_entropy(model) -> LossFn:
-    """Mean softmax cross-entropy of ``model`` over a batch; integer or one-hot labels."""
+    """Mean softmax cross-entropy of ``model`` over a batch; integer or one-hot labels.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> model = ll.models.mlp([4, 8, 3])
+      >>> loss_fn = ll.losses.cross_entropy(model)
+      >>> zeros = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0)))  # uniform logits
+      >>> round(float(loss_fn(zeros, (jnp.ones((5, 4)), jnp.array([0, 1, 2, 0, 1])))), 4)  # log 3
+      1.0986
+    """
     return _bind(model, softmax_cross_entropy)
 
 
 def mse(model) -> LossFn:
-    """Mean over the batch of ½‖f(x) − y‖² (summed over outputs)."""
+    """Mean over the batch of ½‖f(x) − y‖² (summed over outputs).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> model = ll.models.mlp([3, 1], activation="identity", bias=False)
+      >>> loss_fn = ll.losses.mse(model)
+      >>> zeros = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0)))
+      >>> float(loss_fn(zeros, (jnp.ones((4, 3)), jnp.full((4, 1), 2.0))))  # ½ · 2²
+      2.0
+    """
     return _bind(model, squared_error)
 
 
 def accuracy(model) -> Callable[[Any, Batch], jax.Array]:
-    """``acc_fn(params, (x, y))``: fraction of examples whose argmax matches the label."""
+    """``acc_fn(params, (x, y))``: fraction of examples whose argmax matches the label.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> model = ll.models.mlp([4, 8, 3])
+      >>> acc_fn = ll.losses.accuracy(model)
+      >>> zeros = jax.tree.map(jnp.zeros_like, model.init(jax.random.key(0)))  # argmax is 0
+      >>> float(acc_fn(zeros, (jnp.ones((4, 4)), jnp.array([0, 0, 1, 2]))))
+      0.5
+    """
 
     def acc_fn(params, batch, **apply_kwargs):
         x, y = batch

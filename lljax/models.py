@@ -92,6 +92,13 @@ def activation(name: str | Callable) -> Callable[[jax.Array], jax.Array]:
 
     Raises:
       ValueError: for a name not in :data:`ACTIVATIONS`.
+
+    Examples:
+      >>> import jax.numpy as jnp, lljax as ll
+      >>> ll.models.activation("relu")(jnp.array([-1.0, 2.0])).tolist()
+      [0.0, 2.0]
+      >>> ll.models.activation(jnp.sin) is jnp.sin
+      True
     """
     if callable(name):
         return name
@@ -145,10 +152,19 @@ NORMS = (None, "layer", "batch")
 
 
 def norm_layer(norm: str | None) -> Callable[..., nn.Module] | None:
-    """``None``, ``"layer"`` or ``"batch"`` -> a module factory (or None).
+    """``None`` (or ``"none"``), ``"layer"`` or ``"batch"`` -> a module factory (or None).
 
     Raises:
       ValueError: for any other value.
+
+    Examples:
+      >>> import lljax as ll
+      >>> ll.models.norm_layer(None) is None
+      True
+      >>> ll.models.norm_layer("batch") is ll.models.BatchNorm
+      True
+      >>> type(ll.models.norm_layer("layer")()).__name__
+      'LayerNorm'
     """
     if norm is None or norm == "none":
         return None
@@ -157,7 +173,7 @@ def norm_layer(norm: str | None) -> Callable[..., nn.Module] | None:
         return lambda **kw: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, **kw)
     if norm == "batch":
         return BatchNorm
-    raise ValueError(f"norm: expected None, 'layer' or 'batch', got {norm!r}")
+    raise ValueError(f"norm: expected None, 'none', 'layer' or 'batch', got {norm!r}")
 
 
 def wrap(
@@ -227,6 +243,14 @@ def capture_layers(module: nn.Module, variables, x, on_output=None):
     Returns:
       ``(outputs, layers)``: the model output and a list of ``(path, output)`` with ``path``
       the tuple of module names (the layer's parameters live at ``params[path]``).
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> model, x = ll.models.mlp([4, 8, 2]), jax.numpy.ones((3, 4))
+      >>> variables = {"params": model.init(jax.random.key(0))}
+      >>> out, layers = ll.models.capture_layers(model.module, variables, x)
+      >>> out.shape, [(path, o.shape) for path, o in layers]
+      ((3, 2), [(('Dense_0',), (3, 8)), (('Dense_1',), (3, 2))])
     """
     layers = []
 
@@ -1423,7 +1447,17 @@ def deep_linear(
 
 
 def deep_linear_matrix(params: Params) -> jax.Array:
-    """The end-to-end matrix ``W_1 W_2 ... W_L`` (shape ``(in, out)``) of :func:`deep_linear`."""
+    """The end-to-end matrix ``W_1 W_2 ... W_L`` (shape ``(in, out)``) of :func:`deep_linear`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> params = ll.models.deep_linear([3, 4, 2]).init(jax.random.key(0))
+      >>> ll.models.deep_linear_matrix(params).shape
+      (3, 2)
+      >>> ll.models.deep_linear_matrix({"Dense_0": {"kernel": 2 * jnp.eye(2)},
+      ...                               "Dense_1": {"kernel": jnp.ones((2, 1))}}).tolist()
+      [[2.0], [2.0]]
+    """
     n = len(params)
     out = params["Dense_0"]["kernel"]
     for i in range(1, n):

@@ -437,6 +437,13 @@ def mala_init(potential_fn: Callable[[Params], jax.Array], params: Params) -> MA
       potential_fn: ``U(params) -> scalar``; the target is ``exp(−U/T)``. For the sampler
         rule of this module use ``U = nβ L(w) + γ/2 ‖w − w₀‖²`` on the full data.
       params: the starting point.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> u = lambda w: 0.5 * jnp.sum(w**2)
+      >>> state = ll.optim.mala_init(u, jnp.ones(3))
+      >>> float(state.potential), state.grad.tolist()
+      (1.5, [1.0, 1.0, 1.0])
     """
     potential, grad = jax.value_and_grad(potential_fn)(params)
     return MALAState(potential, grad)

@@ -231,6 +231,14 @@ def save(fig, path: str | os.PathLike, *, dpi: int = 120) -> str:
 
     A suffix naming another format matplotlib writes (``.pdf``, ``.svg``, ...) picks that
     format; any other name (no suffix, ``run.v1``) gets PNG bytes, with no suffix appended.
+
+    Examples:
+      >>> import os, tempfile, numpy as np, lljax as ll
+      >>> x = np.arange(4)
+      >>> fig = ll.plot.curves({"train": (x, 1 / (1 + x), 0.1 * np.ones(4))}, ylabel="loss")
+      >>> path = ll.plot.save(fig, os.path.join(tempfile.mkdtemp(), "loss.png"))
+      >>> os.path.getsize(path) > 0
+      True
     """
     plt = pyplot()
     suffix = os.path.splitext(os.fspath(path))[1][1:].lower()

@@ -54,6 +54,10 @@ def format_cell(value: Any) -> str:
 
     Floats of any kind (Python, NumPy scalars, 0-d JAX/NumPy arrays) are formatted alike;
     non-finite ones show as ``-``.
+
+    Examples:
+      >>> [format_cell(v) for v in (3.14159, None, True, float("nan"), "sgd")]
+      ['3.142', '-', 'yes', '-', 'sgd']
     """
     if value is None:
         return "-"
@@ -108,7 +112,15 @@ def format_measurement(value: float | None, stderr: float | None = None, unit: s
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """Rows of dicts as an aligned plain-text table (columns from the first row by default)."""
+    """Rows of dicts as an aligned plain-text table (columns from the first row by default).
+
+    Examples:
+      >>> print(format_table([{"seed": 0, "loss": 0.25}, {"seed": 1, "loss": 0.5}]))
+      seed  loss
+      ----  ----
+      0     0.25
+      1     0.5
+    """
     if not rows:
         return ""
     if columns is None:

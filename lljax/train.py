@@ -132,6 +132,16 @@ def make_optimizer(optimizer, hyperparams: Mapping[str, Any] | None = None):
     values then live in an ``optax.inject_hyperparams`` state, see :func:`init_state`) or
     a factory ``hp -> GradientTransformation`` called with the (possibly traced) scalars in
     ``hyperparams``, e.g. ``lambda lr, wd: optax.adamw(lr, weight_decay=wd)``.
+
+    Examples:
+      >>> import optax, lljax as ll
+      >>> sgd = optax.sgd(0.1)
+      >>> ll.train.make_optimizer(sgd) is sgd
+      True
+      >>> opt = ll.train.make_optimizer(lambda lr, wd: optax.adamw(lr, weight_decay=wd),
+      ...                               {"lr": 1e-3, "wd": 0.1})
+      >>> isinstance(opt, optax.GradientTransformation)
+      True
     """
     if isinstance(optimizer, optax.GradientTransformation):
         return optimizer
@@ -169,6 +179,18 @@ def init_state(
       ValueError: a hyperparameter that is not a number, that the factory does not take,
         that the injected state does not have, or that it recomputes from a schedule every
         step (a value written there would be ignored).
+
+    Examples:
+      >>> import jax, optax, lljax as ll
+      >>> params = ll.models.mlp([4, 8, 3]).init(jax.random.key(0))
+      >>> s = ll.train.init_state(params, optax.adam(1e-3), key=jax.random.key(1))
+      >>> int(s.step), s.hyperparams
+      (0, {})
+      >>> opt = optax.inject_hyperparams(optax.sgd)(learning_rate=0.1)
+      >>> s = ll.train.init_state(params, opt, key=jax.random.key(1),
+      ...                         hyperparams={"learning_rate": 0.5})
+      >>> float(s.opt_state.hyperparams["learning_rate"])
+      0.5
     """
     hyperparams = {k: _hyperparam(k, v) for k, v in dict(hyperparams or {}).items()}
     opt = make_optimizer(optimizer, hyperparams)
@@ -261,9 +283,20 @@ def batch_indices(
     Raises:
       ValueError: if ``batch_size`` is not in ``1..num_examples`` (any size ≥ 1 with
         ``sampling="replacement"``).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> key = jax.random.key(0)
+      >>> epoch = [ll.train.batch_indices(key, t, 10, 5) for t in range(2)]  # one epoch
+      >>> sorted(jnp.concatenate(epoch).tolist())
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+      >>> ll.train.batch_indices(key, 7, 4, 4).tolist()  # a full batch: gradient descent
+      [0, 1, 2, 3]
     """
     _check_int(num_examples, "num_examples")
     _check_int(batch_size, "batch_size")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
     if batch_size > num_examples and sampling != "replacement":
         raise ValueError(
             f"batch_size: expected at most num_examples={num_examples} for "
@@ -279,9 +312,7 @@ def batch_indices(
     k = jr.fold_in(key, step)
     if sampling == "uniform":
         return jr.choice(k, num_examples, (batch_size,), replace=False)
-    if sampling == "replacement":
-        return jr.randint(k, (batch_size,), 0, num_examples)
-    raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+    return jr.randint(k, (batch_size,), 0, num_examples)  # sampling == "replacement"
 
 
 def _window_mean(x: jax.Array, k: int) -> jax.Array:
@@ -413,6 +444,16 @@ def evaluate(
       batch_size: evaluate in batches of this size (bounded memory); ``None`` for one pass.
         The result is the example-weighted mean, equal to the one-pass value up to
         float rounding.
+
+    Examples:
+      >>> import jax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=64, num_test=32)
+      >>> model = ll.models.mlp([2, 8, 2])
+      >>> eval_fn = ll.train.metrics_fn(ll.losses.cross_entropy(model))
+      >>> params = model.init(jax.random.key(1))
+      >>> ev = ll.train.evaluate(eval_fn, params, data, split="test")
+      >>> sorted(ev), ev["loss"].shape
+      (['accuracy', 'loss'], ())
     """
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
@@ -537,6 +578,13 @@ def segment_ends(start: int, steps: int, *periods: int | None) -> list[int]:
     Boundaries are the absolute multiples of every period (chunk size, evaluation and
     checkpoint intervals) plus ``steps``, so a resumed run is cut exactly like an
     uninterrupted one.
+
+    Examples:
+      >>> import lljax as ll
+      >>> ll.train.segment_ends(0, 25, 10)  # chunks of 10 steps
+      [10, 20, 25]
+      >>> ll.train.segment_ends(12, 25, 10, 4)  # resumed at step 12, evaluating every 4
+      [16, 20, 24, 25]
     """
     ends = {steps}
     for p in periods:
@@ -609,7 +657,16 @@ def _put(tree, sharding):
 
 
 def fingerprint(tree) -> str:
-    """A short SHA-1 of a pytree's structure and values (keys by their data)."""
+    """A short SHA-1 of a pytree's structure and values (keys by their data).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, lljax as ll
+      >>> fp = ll.train.fingerprint({"w": jnp.ones(3), "key": jax.random.key(0)})
+      >>> len(fp), fp == ll.train.fingerprint({"w": jnp.ones(3), "key": jax.random.key(0)})
+      (16, True)
+      >>> fp == ll.train.fingerprint({"w": jnp.zeros(3), "key": jax.random.key(0)})
+      False
+    """
     h = hashlib.sha1()
     leaves, treedef = jax.tree.flatten(tree)
     h.update(str(treedef).encode())
@@ -641,6 +698,16 @@ def save_checkpoint(
 
     Returns:
       the path of the ``.npz`` written.
+
+    Examples:
+      >>> import jax, tempfile, numpy as np, optax, lljax as ll
+      >>> params = ll.models.mlp([4, 8, 3]).init(jax.random.key(0))
+      >>> s = ll.train.init_state(params, optax.adam(1e-3), key=jax.random.key(1))
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     path = ll.train.save_checkpoint(d, s, {"loss": np.zeros(3)}, meta={"lr": 1e-3})
+      ...     s2, history, meta = ll.train.load_checkpoint(d, s, meta={"lr": 1e-3})
+      >>> path.endswith("ckpt_000000000.npz"), history["loss"].shape, meta
+      (True, (3,), {'lr': 0.001})
     """
     os.makedirs(directory, exist_ok=True)
     leaves, treedef = jax.tree.flatten(state)
@@ -697,6 +764,17 @@ def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
 
     Raises:
       ValueError: the checkpoint does not match ``template`` or ``meta``.
+
+    Examples:
+      >>> import jax, tempfile, optax, lljax as ll
+      >>> params = ll.models.mlp([4, 8, 3]).init(jax.random.key(0))
+      >>> s = ll.train.init_state(params, optax.sgd(0.1), key=jax.random.key(1))
+      >>> with tempfile.TemporaryDirectory() as d:
+      ...     empty = ll.train.load_checkpoint(d, s)  # nothing saved yet
+      ...     _ = ll.train.save_checkpoint(d, s, {})
+      ...     s2, _, _ = ll.train.load_checkpoint(d, s)
+      >>> empty is None, ll.train.fingerprint(s2) == ll.train.fingerprint(s)
+      (True, True)
     """
     path = os.path.join(directory, MANIFEST)
     manifest = None
@@ -923,6 +1001,16 @@ def fit(
     Raises:
       ValueError: bad arguments (naming the argument) or a checkpoint of another run.
       NonFiniteLossError: a non-finite loss; ``.step`` is the first bad step.
+
+    Examples:
+      >>> import jax, optax, lljax as ll
+      >>> data = ll.data.gaussian_mixture(key=jax.random.key(0), num_train=64, num_test=32)
+      >>> model = ll.models.mlp([2, 8, 2])
+      >>> r = ll.train.fit(ll.losses.cross_entropy(model), model.init(jax.random.key(1)),
+      ...                  optax.sgd(0.1), data, steps=20, batch_size=16, key=jax.random.key(2),
+      ...                  eval_every=10, progress=False)
+      >>> r.history["loss"].shape, r.history["eval_step"].tolist(), r.history["test_accuracy"].shape
+      ((20,), [0, 10, 20], (3,))
     """
     steps, batch_size, log_every, eval_every, checkpoint_every, chunk_size = _check_common(
         data,

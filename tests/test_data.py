@@ -180,6 +180,16 @@ def test_bad_inputs_raise_clear_errors():
         ll.data.modular_arithmetic(7, "add", 1.5)
     with pytest.raises(ValueError, match="train_split"):
         ll.data.mnist1d(train_split=1.0)
+    with pytest.raises(ValueError, match="noise: must be 0 with classify"):
+        ll.data.teacher_student(ll.models.mlp([2, 3]), key=0, noise=0.1, classify=True)
+    with pytest.raises(ValueError, match="key"):
+        ll.data.epoch_batches(10, 3, key="abc")
+    # Int seeds work wherever keys do.
+    assert ll.data.epoch_batches(10, 3, key=0).shape == (3, 3)
+    np.testing.assert_array_equal(
+        sample_batch(data, key=1, batch_size=4)[0],
+        sample_batch(data, key=jr.key(1), batch_size=4)[0],
+    )
 
 
 def test_dataset_is_a_pytree():

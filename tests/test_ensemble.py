@@ -331,6 +331,8 @@ def test_summary_table_and_exports(tmp_path):
     # A measure named like a built-in column is refused, not silently swapped in.
     with pytest.raises(ValueError, match="measures: 'train_loss' is already a column"):
         ensemble.summary(pop, LOSS, DATA, measures={"train_loss": lambda p, d: 0.0})
+    with pytest.raises(ValueError, match="measures: 'weight_norm' is already a column"):
+        ensemble.summary(pop, LOSS, DATA, measures={"weight_norm": lambda p, d: 0.0})
     assert rows[2]["test_loss"] == pytest.approx(float(table["test_loss"][2]))
     csv_text = table.to_csv(str(tmp_path / "t.csv"))
     assert csv_text.splitlines()[0].split(",") == table.names

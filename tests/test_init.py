@@ -107,12 +107,16 @@ def test_scheme_names_round_trip_with_their_arguments():
     assert ll.init.get("depth_scaled(orthogonal(0.5))").name == "depth_scaled(orthogonal(0.5))"
     with pytest.raises(ValueError, match="unknown scheme"):
         ll.init.get("fixup()")
+    with pytest.raises(ValueError, match="rules do not stack"):  # not silently the outer one
+        ll.init.get("fixup(depth_scaled(he))")
+    with pytest.raises(ValueError, match="gain"):
+        ll.init.orthogonal("2")
 
 
 def test_schemes_reject_bad_variances_at_construction():
     # A NaN σ² used to give NaN kernels at model.init, a negative one a bare "math domain
     # error" there; get() parses "gaussian(nan,0)" into the same.
-    for bad in (float("nan"), -1.0, float("inf"), "x"):
+    for bad in (float("nan"), -1.0, float("inf"), "x", "2.0"):  # a numeric string too
         with pytest.raises(ValueError, match="sigma_w2: expected a finite non-negative"):
             ll.init.gaussian(bad)
         with pytest.raises(ValueError, match="sigma_w2"):

@@ -68,6 +68,8 @@ def test_epoch_sampling_visits_each_example_once_per_epoch():
     e1 = np.asarray(train.batch_indices(key, jnp.int32(4), n, bs))
     assert not np.array_equal(e0, e1)  # a fresh shuffle each epoch
     np.testing.assert_array_equal(train.batch_indices(key, jnp.int32(7), n, n), np.arange(n))
+    with pytest.raises(ValueError, match="sampling"):  # checked for a full batch too
+        train.batch_indices(key, jnp.int32(7), n, n, "bogus")
 
 
 def test_fit_learns_and_history_shapes():
