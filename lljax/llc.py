@@ -640,7 +640,8 @@ def llc_run(loss_fn, state: LLCState, params, data, *, num_steps: int, **kwargs)
       >>> data = ll.data.linear_regression(key=jax.random.key(0), num_train=256, dim=3)
       >>> model = ll.models.mlp([3, 1], activation="identity", bias=False)
       >>> loss_fn, w = ll.losses.mse(model), model.init(jax.random.key(1))
-      >>> kw = dict(num_chains=2, num_draws=20, num_burnin=10, step_size=1e-4, batch_size=64)
+      >>> kw = dict(num_chains=2, num_draws=20, num_burnin=10, step_size=1e-4, batch_size=64,
+      ...           num_power_iterations=0)
       >>> s = ll.landscape.llc_init(loss_fn, w, data, key=jax.random.key(2), **kw)
       >>> s = ll.landscape.llc_run(loss_fn, s, w, data, num_steps=30, **kw)  # in any chunks
       >>> r = ll.landscape.llc_summary(s, data, **kw)

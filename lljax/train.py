@@ -496,6 +496,7 @@ class _EvalSplits:
 
 _RUN_STATIC = ("loss_fn", "optimizer", "num_steps", "batch_size", "log_every", "sampling")
 _run_jit = _static.jit(run, static_argnames=_RUN_STATIC)
+_run_jit.__doc__ = None  # the wrapper copied run's docstring; its example runs once, for run
 _eval_splits_jit = _static.jit(lambda fn, params, data: fn(params, data), static_argnums=0)
 
 
