@@ -1120,8 +1120,10 @@ def summary(
             if name not in MEASURES:
                 raise ValueError(f"measures: unknown {name!r}; registered: {sorted(MEASURES)}")
             fns.append((name, MEASURES[name]))
-    if "weight_norm" in dict(fns[1:]):  # dict(fns) below would let it replace the built-in
-        raise ValueError("measures: 'weight_norm' is already a column of the summary")
+    names = [n for n, _ in fns]
+    for name in names[1:]:  # dict(fns) below would let a repeat replace the first silently
+        if names.count(name) > 1:
+            raise ValueError(f"measures: {name!r} is already a column of the summary")
     cols: dict = {"member": np.arange(m)}
 
     def add(source, values):

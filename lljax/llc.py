@@ -442,16 +442,17 @@ def _run(loss_fn, state: LLCState, anchor, data, hyper: _Hyper, cfg: _Config, nu
     num_records = cfg.num_draws // cfg.record_every
 
     def body(st: LLCState, _):
-        p, s, k, loss, dist, acc = jax.vmap(chain_step)(st.params, st.sampler_state, st.key)
         j = st.step - cfg.num_burnin  # index of this draw (negative during burn-in)
         recording = (j >= 0) & (j < cfg.num_draws)
+        sampler_state = st.sampler_state
         if cfg.sampler == "psgld":
-            # ν adapts during burn-in only. A preconditioner that keeps tracking the state
-            # (RMSprop's window is ~1/(1 − decay) steps, shorter than the chain's mixing
-            # time) weights the law without the Γ correction; a frozen one is exact SGLD
-            # with a diagonal metric.
-            keep = lambda new, old: jnp.where(j >= 0, old, new)
-            s = s._replace(nu=jax.tree.map(keep, s.nu, st.sampler_state.nu))
+            # ν adapts during burn-in only (decay 1 holds it). A preconditioner that keeps
+            # tracking the state (RMSprop's window is ~1/(1 − decay) steps, shorter than
+            # the chain's mixing time) weights the law without the Γ correction; a held one
+            # is exact SGLD with a diagonal metric.
+            held = jnp.where(j >= 0, jnp.ones_like(sampler_state.decay), sampler_state.decay)
+            sampler_state = sampler_state._replace(decay=held)
+        p, s, k, loss, dist, acc = jax.vmap(chain_step)(st.params, sampler_state, st.key)
         dtype = st.block_loss.dtype
         bl = st.block_loss + jnp.where(recording, loss, 0).astype(dtype)
         bd = st.block_distance + jnp.where(recording, dist, 0).astype(dtype)
