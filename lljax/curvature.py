@@ -680,17 +680,10 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
 # Parameter selection
 
 
-def _key_name(k: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(k, attr):
-            return str(getattr(k, attr))
-    return str(k)
-
-
 def _leaf_paths_and_sizes(params: Any) -> tuple[list[tuple[str, ...]], list[int]]:
     """Key paths and sizes of the leaves in the order ``ravel_pytree`` concatenates them."""
     with_path, _ = jax.tree_util.tree_flatten_with_path(params)
-    paths = [tuple(_key_name(k) for k in path) for path, _ in with_path]
+    paths = [tuple(train_lib._key_name(k) for k in path) for path, _ in with_path]
     sizes = [math.prod(jnp.shape(leaf)) for _, leaf in with_path]
     return paths, sizes
 

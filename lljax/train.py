@@ -657,8 +657,24 @@ def _put(tree, sharding):
     return jax.tree.map(one, tree)
 
 
+def _key_name(k: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+            return str(getattr(k, attr))
+    return str(k)
+
+
+def _leaf_paths(tree) -> list[str]:
+    """Each leaf's key path, e.g. ``"opt_state/0/mu/w"``.
+
+    Checkpoints and fingerprints compare these rather than ``str(treedef)``, whose wording
+    is JAX's and may change between versions (a JAX upgrade must not strand a run)."""
+    with_path, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return ["/".join(_key_name(k) for k in path) for path, _ in with_path]
+
+
 def fingerprint(tree) -> str:
-    """A short SHA-1 of a pytree's structure and values (keys by their data).
+    """A short SHA-1 of a pytree's leaf paths and values (keys by their data).
 
     Examples:
       >>> import jax, jax.numpy as jnp, lljax as ll
@@ -669,9 +685,8 @@ def fingerprint(tree) -> str:
       False
     """
     h = hashlib.sha1()
-    leaves, treedef = jax.tree.flatten(tree)
-    h.update(str(treedef).encode())
-    for leaf in leaves:
+    h.update(json.dumps(_leaf_paths(tree)).encode())
+    for leaf in jax.tree.leaves(tree):
         a = _to_host(jr.key_data(leaf) if _is_key(leaf) else leaf)
         h.update(f"{a.dtype}{a.shape}".encode())
         h.update(np.ascontiguousarray(a).tobytes())
@@ -726,7 +741,8 @@ def save_checkpoint(
             "format": _CHECKPOINT_FORMAT,
             "step": step,
             "file": fname,
-            "treedef": str(treedef),
+            "treedef": str(treedef),  # for people; loading compares "paths"
+            "paths": _leaf_paths(state),
             "leaves": [
                 [k, list(a.shape), str(a.dtype)]
                 for k, a in zip(
@@ -748,6 +764,31 @@ def save_checkpoint(
 
         multihost_utils.sync_global_devices(f"lljax.save_checkpoint {step}")
     return os.path.join(directory, fname)
+
+
+def _check_structure(manifest: Mapping, treedef, paths: list[str]) -> None:
+    saved = manifest.get("paths")
+    if saved is None:  # written before manifests recorded leaf paths
+        if str(treedef) != manifest["treedef"] or len(paths) != len(manifest["leaves"]):
+            raise ValueError(
+                f"checkpoint_dir: the saved state's structure differs from this run's "
+                f"({manifest['treedef'][:200]} vs {str(treedef)[:200]})"
+            )
+        return
+    if saved == paths:
+        return
+    if len(saved) != len(paths):
+        what = f"{len(saved)} leaves saved, {len(paths)} in this run"
+    else:
+        i = next(i for i, (a, b) in enumerate(zip(saved, paths, strict=True)) if a != b)
+        what = f"leaf {i} is {saved[i]!r} in the checkpoint but {paths[i]!r} here"
+    only_saved = sorted(set(saved) - set(paths))[:3]
+    only_here = sorted(set(paths) - set(saved))[:3]
+    raise ValueError(
+        f"checkpoint_dir: the saved state's structure differs from this run's ({what}; "
+        f"only in the checkpoint: {only_saved}, only here: {only_here}); "
+        "a different optimizer or model? use a fresh folder"
+    )
 
 
 def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
@@ -807,11 +848,7 @@ def load_checkpoint(directory: str, template, *, meta: Mapping | None = None):
                 f"but this call has {k}={v!r}; use a fresh folder or the same settings"
             )
     leaves, treedef = jax.tree.flatten(template)
-    if str(treedef) != manifest["treedef"] or len(leaves) != len(manifest["leaves"]):
-        raise ValueError(
-            f"checkpoint_dir: the saved state's structure differs from this run's "
-            f"({manifest['treedef'][:200]} vs {str(treedef)[:200]})"
-        )
+    _check_structure(manifest, treedef, _leaf_paths(template))
     out = []
     with np.load(os.path.join(directory, manifest["file"])) as z:
         for i, leaf in enumerate(leaves):

@@ -178,6 +178,32 @@ def test_checkpoint_round_trip_with_keys_in_optimizer_state(tmp_path):
     assert train.load_checkpoint(str(tmp_path / "empty"), template) is None
 
 
+def test_checkpoint_structure_is_compared_by_leaf_paths(tmp_path):
+    # str(treedef) is JAX's wording and may change between versions; resuming must not.
+    d = str(tmp_path)
+    state = train.init_state(PARAMS, OPT, key=jr.key(12))
+    train.save_checkpoint(d, state, {})
+    path = os.path.join(d, train.MANIFEST)
+    manifest = json.load(open(path))
+    assert "params/Dense_0/bias" in manifest["paths"] and len(manifest["paths"]) == len(
+        manifest["leaves"]
+    )
+    json.dump({**manifest, "treedef": "PyTreeDef(written by another JAX)"}, open(path, "w"))
+    _assert_trees_equal(state, train.load_checkpoint(d, state)[0])
+    # A different optimizer: the error names the first leaf that differs.
+    other = train.init_state(PARAMS, optax.adam(1e-3), key=jr.key(12))
+    with pytest.raises(ValueError, match=r"leaves saved.*only here: \['opt_state/0/count'"):
+        train.load_checkpoint(d, other)
+    # Manifests written before leaf paths were recorded still load by their treedef.
+    legacy = {k: v for k, v in manifest.items() if k != "paths"}
+    json.dump(legacy, open(path, "w"))
+    _assert_trees_equal(state, train.load_checkpoint(d, state)[0])
+    with pytest.raises(ValueError, match="structure"):
+        train.load_checkpoint(d, other)
+    # Fingerprints ignore the wording too: they hash leaf paths and values.
+    assert train.fingerprint({"a": 1.0}) != train.fingerprint({"b": 1.0})
+
+
 def test_nonfinite_loss_names_the_first_bad_step():
     opt = optax.sgd(1e4)
     state = train.init_state(PARAMS, opt, key=jr.key(11))
