@@ -33,7 +33,10 @@ vmaps over chunks of members that fit, with results unchanged; :func:`map` and
 Sharding. ``train(..., shard=True)`` (or ``mesh=`` a ``jax.sharding.Mesh`` with a
 ``"member"`` axis) places the member axis across devices with ``NamedSharding``; members
 never communicate, so each device runs its slice of the population. Populations that do
-not divide evenly are padded with copies of the last member, which are dropped. On several
+not divide evenly are padded with copies of the last member, which are dropped at the end;
+JAX splits arrays only in equal parts, so such a population comes back replicated on every
+device (a member count the devices divide keeps it sharded). Checkpoints hold the real
+members only, so a run resumes on another number of devices. On several
 hosts, call ``jax.distributed.initialize()`` first on every process (same script, same
 arguments); ``jax.devices()`` then lists every host's devices and the mesh spans them. The
 history and :func:`summary` tables come back whole on every process; parameters stay global
@@ -533,6 +536,26 @@ def _pad(tree, m_padded: int):
     return _tree_index(tree, np.minimum(np.arange(m_padded), m - 1))
 
 
+_SHARED_HISTORY = ("step", "eval_step")  # history entries without a member axis
+
+
+def _unpad(state, history: dict, m: int):
+    """Drops the members past ``m`` (the padding that lets the devices divide the axis)."""
+    if _num_members(state.step) == m:
+        return state, history
+    history = {
+        k: v if k in _SHARED_HISTORY or not np.ndim(v) else v[:m] for k, v in history.items()
+    }
+    return _tree_index(state, np.arange(m)), history
+
+
+def _pad_rows(name: str, v, m_padded: int):
+    """A loaded history entry padded, as the state is, with copies of the last member."""
+    if name in _SHARED_HISTORY or not np.ndim(v) or len(v) == m_padded:
+        return v
+    return v[np.minimum(np.arange(m_padded), len(v) - 1)]
+
+
 def train(
     model,
     loss_fn: Callable,
@@ -726,19 +749,23 @@ def train(
         meta = {
             "kind": "ensemble",
             "num_members": m,
-            "padded_members": m_pad,
             "batch_size": batch_size,
             "sampling": sampling,
             "log_every": log_every,
             "keys": train_lib.fingerprint((ik, dk)),
             "hyperparams": train_lib.fingerprint(hp),
             "init": train_lib.fingerprint(params) if params is not None else "model.init",
+            **train_lib._resume_meta(data, eval_splits, eval_every),
         }
-        loaded = train_lib.load_checkpoint(checkpoint_dir, state, meta=meta)
+        # Checkpoints hold the m real members (not the padding for this device count).
+        template = _unpad(state, {}, m)[0]
+        loaded = train_lib.load_checkpoint(checkpoint_dir, template, meta=meta)
         if loaded is not None:
             state, history, _ = loaded
-            history = dict(history)
-            history.pop("wall_time", None)
+            state = _pad(state, m_pad)
+            if mesh is not None:
+                state = _place(state, mesh)
+            history = {k: _pad_rows(k, v, m_pad) for k, v in history.items() if k != "wall_time"}
             start = int(np.max(train_lib._to_host(state.step)))
     if start > steps:
         raise ValueError(f"steps: {steps} is less than the {start} steps already checkpointed")
@@ -769,7 +796,7 @@ def train(
         return _chunked(apply, s, member_chunk_size, mesh)
 
     def checkpoint(s, h):
-        train_lib.save_checkpoint(checkpoint_dir, s, h, meta=meta)
+        train_lib.save_checkpoint(checkpoint_dir, *_unpad(s, h, m), meta=meta)
 
     eval_points = {steps} | (set(range(0, steps + 1, eval_every)) if eval_every else set())
     ckpt_points = {steps} | (
@@ -794,14 +821,7 @@ def train(
         num_members=m,
     )
 
-    # Drop the padding members.
-    if m_pad != m:
-        keep = np.arange(m)
-        state = _tree_index(state, keep)
-        history = {
-            k: (v[:m] if (np.ndim(v) and k not in ("step", "eval_step")) else v)
-            for k, v in history.items()
-        }
+    state, history = _unpad(state, history, m)
     history["wall_time"] = np.asarray(time.perf_counter() - t0)
     return Population(
         state.params, state.opt_state, history, mkeys, ik, state.key, state.hyperparams, state
@@ -844,6 +864,8 @@ def register_measure(name: str, fn: Callable) -> Callable:
     """
     if not callable(fn):
         raise ValueError(f"fn: expected a callable, got {type(fn).__name__}")
+    if name == "weight_norm" and fn is not weight_norm:
+        raise ValueError("name: 'weight_norm' is a built-in column of summary; pick another")
     MEASURES[name] = fn
     return fn
 
@@ -962,12 +984,13 @@ def rank_correlation(
         raise ValueError(f"b: shape {b64.shape} differs from a's {a64.shape}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
-    if groups is not None and np.shape(groups) != np.shape(a):
+    if groups is not None and np.size(groups) != a64.size:
         raise ValueError(
-            f"groups: expected one label per member {np.shape(a)}, got {np.shape(groups)}"
+            f"groups: expected one label per member ({a64.size}), got {np.size(groups)}"
         )
     ok = np.isfinite(a64) & np.isfinite(b64)
     a64, b64 = a64[ok], b64[ok]
+    num_bootstrap = train_lib._check_int(num_bootstrap, "num_bootstrap", low=0)
     n = int(a64.shape[0])
     if n < 2:
         raise ValueError(f"a: need at least 2 finite pairs, got {n}")
@@ -1132,6 +1155,11 @@ def summary(
             if k in cols:
                 raise ValueError(f"{source}: {k!r} is already a column of the summary")
             cols[k] = train_lib._to_host(v)
+            if np.shape(cols[k]) != (m,):
+                raise ValueError(
+                    f"{source}: {k!r} must give one number per member (shape ({m},) for the "
+                    f"population), got shape {np.shape(cols[k])}"
+                )
 
     if isinstance(population, Population):
         add(
@@ -1150,7 +1178,7 @@ def summary(
     add("eval_fn", ev)
     add("measures", map(_Measures(tuple(dict(fns).items())), params, data, chunk_size=chunk_size))
     if isinstance(population, Population) and "diverged_step" in population.history:
-        cols["diverged_step"] = np.asarray(population.history["diverged_step"])
+        add("history", {"diverged_step": population.history["diverged_step"]})
     return Summary(cols)
 
 

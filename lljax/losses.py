@@ -131,6 +131,8 @@ def squared_error(outputs: jax.Array, targets: jax.Array) -> jax.Array:
 def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """Fraction of examples whose argmax logit is the label (integer or one-hot labels).
 
+    NaN when some example's logits hold a NaN or +inf: a diverged network has no accuracy.
+
     Raises:
       ValueError: if the label shape is wrong or (for concrete labels) an integer label is
         outside ``[0, classes)``.
@@ -142,6 +144,8 @@ def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
       0.75
       >>> float(ll.losses.accuracy_from_logits(logits, jax.nn.one_hot(jnp.array([0, 1, 0, 1]), 2)))
       1.0
+      >>> float(ll.losses.accuracy_from_logits(logits.at[0, 0].set(jnp.nan), jnp.zeros(4, int)))
+      nan
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -154,7 +158,11 @@ def accuracy_from_logits(logits: jax.Array, labels: jax.Array) -> jax.Array:
     if labels.shape != logits.shape[:-1]:
         raise ValueError(f"labels: expected shape {logits.shape[:-1]}, got {labels.shape}")
     _check_class_indices(labels, logits.shape[-1])
-    return jnp.mean(jnp.argmax(logits, -1) == labels)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.result_type(float))
+    # argmax of NaN logits is class 0, which would give a diverged network the accuracy of
+    # always answering 0; -inf logits (masked classes) are fine.
+    broken = jnp.any(jnp.isnan(logits) | (logits == jnp.inf), -1)
+    return jnp.mean(jnp.where(broken, jnp.nan, correct))
 
 
 def _bind(model, per_example: Callable) -> LossFn:

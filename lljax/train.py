@@ -200,9 +200,10 @@ def init_state(
         missing = [k for k in hyperparams if injected is None or k not in injected]
         if missing:
             raise ValueError(
-                f"hyperparams: {missing} are not injected hyperparameters of the optimizer; "
-                "wrap it with optax.inject_hyperparams or pass a factory "
-                "(e.g. lambda lr: optax.sgd(lr))"
+                f"hyperparams: {missing} are not injected hyperparameters of the optimizer "
+                "(lljax sets those of an outermost optax.inject_hyperparams, not of one inside "
+                "optax.chain); wrap the whole optimizer or pass a factory "
+                "(e.g. lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(lr)))"
             )
         scheduled = [k for k in hyperparams if k in getattr(opt_state, "hyperparams_states", {})]
         if scheduled:
@@ -214,7 +215,12 @@ def init_state(
             )
         new = dict(injected)
         for k, v in hyperparams.items():
-            new[k] = jnp.asarray(v, jnp.asarray(injected[k]).dtype)
+            dtype = jnp.asarray(injected[k]).dtype
+            if jnp.issubdtype(v.dtype, jnp.inexact) and not jnp.issubdtype(dtype, jnp.inexact):
+                # inject_hyperparams(optax.sgd)(learning_rate=1) stores an int; casting 0.05
+                # to it would train with a learning rate of 0.
+                dtype = jnp.result_type(float)
+            new[k] = jnp.asarray(v, dtype)
         opt_state = opt_state._replace(hyperparams=new)
     return TrainState(params, opt_state, jnp.zeros((), jnp.int32), as_key(key), hyperparams)
 
@@ -901,6 +907,31 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _resume_meta(data, eval_splits, eval_every) -> dict:
+    """Settings a resumed run must share with the checkpoint, besides keys and batching:
+    the training data, and what is evaluated when (the history's columns must line up)."""
+    return {
+        "data": fingerprint((data.x_train, data.y_train)),
+        "eval_splits": list(eval_splits),
+        "eval_every": eval_every,
+    }
+
+
+_NOT_EVAL = ("step", "loss", "eval_step", "diverged_step", "wall_time")
+
+
+def _append_eval(history: dict, step: int, ev: Mapping[str, np.ndarray]) -> None:
+    if "eval_step" in history:
+        before = sorted(k for k in history if k not in _NOT_EVAL)
+        if before != sorted(ev):
+            raise ValueError(
+                f"eval_fn: this run evaluates {sorted(ev)}, but the checkpoint's history has "
+                f"{before}; resume with the same evaluation or use a fresh checkpoint_dir"
+            )
+    _append(history, {"eval_step": np.array([step])})
+    _append(history, {k: v[..., None] for k, v in ev.items()})
+
+
 def _append(history: dict, new: Mapping[str, np.ndarray]) -> None:
     for k, v in new.items():
         v = np.asarray(v)
@@ -932,8 +963,7 @@ def _drive(
     """
     done = history.get("eval_step")
     if evaluate_fn is not None and start in eval_points and (done is None or done[-1] != start):
-        _append(history, {"eval_step": np.array([start])})
-        _append(history, {k: v[..., None] for k, v in evaluate_fn(state.params).items()})
+        _append_eval(history, start, evaluate_fn(state.params))
     cur = start
     for end in ends:
         n = end - cur
@@ -964,8 +994,7 @@ def _drive(
         metrics = {"loss": float(np.nanmean(out["loss"][..., -1]))}
         if evaluate_fn is not None and end in eval_points:
             ev = evaluate_fn(state.params)
-            _append(history, {"eval_step": np.array([end])})
-            _append(history, {k: v[..., None] for k, v in ev.items()})
+            _append_eval(history, end, ev)
             metrics.update({k: float(np.nanmean(v)) for k, v in ev.items() if "test" in k})
         if checkpoint is not None and end in checkpoint_points:
             checkpoint(state, history)
@@ -1023,7 +1052,10 @@ def fit(
       chunk_size: steps per compiled call (default 1000, rounded up to a multiple of
         ``log_every``); chunk boundaries are absolute multiples, so resumed runs are cut
         like uninterrupted ones.
-      checkpoint_dir: save to this folder and resume from it automatically.
+      checkpoint_dir: save to this folder and resume from it automatically. A resumed run
+        must have the same data, key, initial params, batching and evaluation (checked); the
+        optimizer may change (e.g. a lower learning rate after a divergence); the model and
+        loss are not checked beyond the parameters' structure.
       checkpoint_every: save every this many steps (default: after every chunk) and at
         the end.
       progress: print a progress line to stderr between chunks.
@@ -1083,6 +1115,7 @@ def fit(
             "log_every": log_every,
             "key": fingerprint(key),
             "init": fingerprint(params),
+            **_resume_meta(data, eval_splits, eval_every),
         }
         loaded = load_checkpoint(checkpoint_dir, state, meta=meta)
         if loaded is not None:

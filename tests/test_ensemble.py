@@ -2,6 +2,7 @@
 sharding, resume, the per-member table and rank correlations."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -262,6 +263,20 @@ def test_population_resume_is_identical(tmp_path):
         ensemble.train(
             MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d, **{**kw, "num_members": 4}
         )
+    # A checkpoint holds the real members, not the padding for its device count: 3 members
+    # sharded over 4 devices (padded to 4) resume on one device, and back.
+    kw3 = {**kw, "num_members": 3}
+    straight = ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, **kw3)
+    d3 = str(tmp_path / "pop3")
+    ensemble.train(MODEL, LOSS, OPT, DATA, steps=6, checkpoint_dir=d3, shard=True, **kw3)
+    manifest = json.load(open(os.path.join(d3, train.MANIFEST)))
+    assert {shape[0] for _, shape, _ in manifest["leaves"]} == {3}
+    ensemble.train(MODEL, LOSS, OPT, DATA, steps=12, checkpoint_dir=d3, **kw3)
+    resumed = ensemble.train(MODEL, LOSS, OPT, DATA, steps=18, checkpoint_dir=d3, shard=True, **kw3)
+    _leaves_close(straight.params, resumed.params, rtol=1e-5, atol=1e-6)
+    for k in ("loss", "test_loss", "eval_step"):
+        assert straight.history[k].shape == resumed.history[k].shape
+        np.testing.assert_allclose(straight.history[k], resumed.history[k], rtol=1e-5)
 
 
 def test_divergence_is_raised_or_flagged():
@@ -340,6 +355,30 @@ def test_summary_table_and_exports(tmp_path):
     assert "test_loss" in str(table)
     with pytest.raises(ValueError, match="measures"):
         ensemble.summary(pop, LOSS, DATA, measures=["no_such_measure"])
+    with pytest.raises(ValueError, match=r"measures: 'vec' must give one number per member"):
+        ensemble.summary(pop, LOSS, DATA, measures={"vec": lambda p, d: jnp.ones(3)})
+    with pytest.raises(ValueError, match="name: 'weight_norm' is a built-in column"):
+        ensemble.register_measure("weight_norm", lambda p, d: 0.0)
+
+
+def test_summary_of_a_diverged_member_has_no_accuracy():
+    pop = ensemble.train(
+        MODEL,
+        LOSS,
+        _sgd,
+        DATA,
+        key=jr.key(13),
+        num_members=3,
+        hyperparams={"lr": jnp.array([0.1, 1e4, 0.3])},
+        on_nonfinite="flag",
+        **KW,
+    )
+    table = ensemble.summary(pop, LOSS, DATA)
+    assert table["diverged_step"][1] >= 0 and np.isnan(table["test_accuracy"][1])
+    assert np.isnan(pop.history["test_accuracy"][1, -1])
+    assert ensemble.rank_correlation(table["lr"], table["test_accuracy"]).n == 2
+    with pytest.raises(ValueError, match="history: 'diverged_step' is already a column"):
+        ensemble.summary(pop, LOSS, DATA, measures={"diverged_step": lambda p, d: 0.0})
 
 
 @pytest.mark.parametrize(
@@ -376,6 +415,11 @@ def test_rank_correlation_bootstrap():
     assert ensemble.rank_correlation(x, y2, key=jr.key(0), num_bootstrap=50).n == 59
     with pytest.raises(ValueError, match="method"):
         ensemble.rank_correlation(x, y, method="pearson")
+    with pytest.raises(ValueError, match="num_bootstrap"):
+        ensemble.rank_correlation(x, y, key=jr.key(0), num_bootstrap=-5)
+    # groups label the flattened members
+    g = ensemble.rank_correlation(x[None, :], y, groups=np.arange(60) // 6, key=jr.key(0))
+    assert g.n == 60 and g.low < g.value < g.high
     # Values distinct in float64 but not in float32: the bootstrap sees their ranks.
     for a in (2.0**24 + np.arange(10.0), 1 + 1e-9 * np.arange(10.0)):
         for method in ("kendall", "spearman"):

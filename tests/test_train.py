@@ -1,5 +1,6 @@
 """Tests for lljax.train: the scan core against a hand loop, chunking, resume, non-finite."""
 
+import dataclasses
 import json
 import os
 
@@ -162,6 +163,22 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
         train.fit(LOSS, PARAMS, OPT, DATA, key=jr.key(9), **kw)
     with pytest.raises(ValueError, match="checkpoint_dir"):
         train.fit(LOSS, PARAMS, OPT, DATA, key=jr.key(8), **{**kw, "batch_size": 4})
+    other = dataclasses.replace(DATA, y_train=DATA.y_train[::-1])
+    with pytest.raises(ValueError, match="data="):
+        train.fit(LOSS, PARAMS, OPT, other, key=jr.key(8), **kw)
+    with pytest.raises(ValueError, match="eval_splits="):
+        train.fit(LOSS, PARAMS, OPT, DATA, key=jr.key(8), eval_splits=("test",), **kw)
+    # Another eval_fn would misalign the history's columns with eval_step.
+    with pytest.raises(ValueError, match="eval_fn: this run evaluates"):
+        train.fit(
+            LOSS,
+            PARAMS,
+            OPT,
+            DATA,
+            key=jr.key(8),
+            eval_fn=lambda p, xy: {"loss": LOSS(p, xy), "zero": 0.0},
+            **{**kw, "steps": 20},
+        )
 
 
 def test_checkpoint_round_trip_with_keys_in_optimizer_state(tmp_path):
@@ -266,6 +283,16 @@ def test_inject_hyperparams_state_takes_per_run_values():
     _assert_trees_close(s1.params, s2.params)
     with pytest.raises(ValueError, match="hyperparams"):
         train.init_state(PARAMS, optax.sgd(0.1), key=jr.key(0), hyperparams={"lr": 0.1})
+    # An int default (learning_rate=1) must not truncate the per-run value to 0.
+    int_default = optax.inject_hyperparams(optax.sgd)(learning_rate=1)
+    state = train.init_state(
+        PARAMS, int_default, key=jr.key(12), hyperparams={"learning_rate": 0.02}
+    )
+    assert float(state.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.02)
+    # inject_hyperparams inside a chain is out of reach: the error says so.
+    chained = optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.sgd)(learning_rate=0.1))
+    with pytest.raises(ValueError, match="not one inside optax.chain"):
+        train.init_state(PARAMS, chained, key=jr.key(0), hyperparams={"learning_rate": 0.1})
 
 
 def test_factory_optimizer_in_run():
