@@ -291,7 +291,7 @@ def test_inject_hyperparams_state_takes_per_run_values():
     assert float(state.opt_state.hyperparams["learning_rate"]) == pytest.approx(0.02)
     # inject_hyperparams inside a chain is out of reach: the error says so.
     chained = optax.chain(optax.clip(1.0), optax.inject_hyperparams(optax.sgd)(learning_rate=0.1))
-    with pytest.raises(ValueError, match="not one inside optax.chain"):
+    with pytest.raises(ValueError, match="not of one inside optax.chain"):
         train.init_state(PARAMS, chained, key=jr.key(0), hyperparams={"learning_rate": 0.1})
 
 
