@@ -48,6 +48,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from lljax import _linalg, _static, optim
+from lljax import train as train_lib
 
 Params = Any
 
@@ -156,8 +157,8 @@ class LLCState(NamedTuple):
       distance_trace: block means of ``‖w − w*‖²``, same shape.
       accept_trace: block means of the MALA acceptance probability (NaN for other samplers).
       init_loss: ``L_n(w*)`` on the full data (scalar).
-      lambda_max: top Hessian eigenvalue of ``L_n`` at ``w*`` by power iteration (NaN when
-        ``num_power_iterations=0``).
+      lambda_max: top (largest algebraic) Hessian eigenvalue of ``L_n`` at ``w*`` by power
+        iteration (NaN when ``num_power_iterations=0``).
     """
 
     params: Params
@@ -190,7 +191,8 @@ class LLCResult(NamedTuple):
       ess: multi-chain effective sample size of the loss trace (in records).
       rhat: split R-hat of the loss trace across chains.
       acceptance: mean MALA acceptance probability (NaN for the other samplers).
-      lambda_max: top Hessian eigenvalue of ``L_n`` at ``w*`` (power iteration).
+      lambda_max: top (largest algebraic) Hessian eigenvalue of ``L_n`` at ``w*`` (power
+        iteration; at a saddle, not the most negative one).
       stability: the step along the sharpest direction, scaled so that the sampler
         diverges above 2: ``s = step_size · (nβ λ_max + γ)`` for SGLD and MALA (whose O(ε)
         bias grows like ``1/(1 − s/2)`` before that); ``s / (2 − α)`` for SGHMC with
@@ -198,7 +200,7 @@ class LLCResult(NamedTuple):
         with ``G = 1 / (eps + √ν)`` its preconditioner at the end of the run (a bound: the
         largest G and the sharpest direction need not coincide).
       warnings: human-readable problems found on the host (empty under ``jit``/``vmap``).
-      state: the final :class:`LLCState`, to resume or extend the run.
+      state: the final :class:`LLCState`, to resume an interrupted run (same arguments).
     """
 
     mean: jax.Array
@@ -263,6 +265,48 @@ _SAMPLER_DEFAULT = {
 }
 
 
+_FACTORIES = {"sgld": optim.sgld, "psgld": optim.psgld, "sghmc": optim.sghmc}
+_STATES = {
+    "sgld": optim.SGLDState,
+    "psgld": optim.PSGLDState,
+    "sghmc": optim.SGHMCState,
+    "mala": optim.MALAState,
+}
+_SET_BY_LLC = ("learning_rate", "temperature", "key", "nbeta", "localization", "anchor")
+
+
+def _check_sampler_options(sampler: str, options) -> None:
+    factory = _FACTORIES.get(sampler)
+    allowed = (
+        []
+        if factory is None
+        else [p for p in inspect.signature(factory).parameters if p not in _SET_BY_LLC]
+    )
+    bad = sorted(set(options or {}) - set(allowed))
+    if bad:
+        raise ValueError(
+            f"sampler_options: {bad} are not options of sampler={sampler!r} "
+            f"(its options: {allowed})"
+        )
+
+
+def _check_resume(resume, cfg: _Config, name: str = "resume") -> None:
+    want = (cfg.num_chains, cfg.num_draws // cfg.record_every)
+    got = tuple(np.shape(resume.loss_trace)[-2:])
+    if got != want:
+        raise ValueError(
+            f"{name}: the state holds {got[0]} chains × {got[1]} records, but this call has "
+            f"{want[0]} × {want[1]} (num_chains × num_draws / record_every); resume with the "
+            "first run's arguments (more draws need a new run)"
+        )
+    state_type = _STATES[cfg.sampler]
+    if not isinstance(resume.sampler_state, state_type):
+        raise ValueError(
+            f"{name}: the state is from a {type(resume.sampler_state).__name__} run, but "
+            f"sampler={cfg.sampler!r}"
+        )
+
+
 def _make_sampler(cfg: _Config, hyper: _Hyper, key, anchor):
     kw = dict(
         key=key,
@@ -271,7 +315,7 @@ def _make_sampler(cfg: _Config, hyper: _Hyper, key, anchor):
         anchor=anchor if cfg.localized else None,
         **dict(cfg.sampler_options),
     )
-    factory = {"sgld": optim.sgld, "psgld": optim.psgld, "sghmc": optim.sghmc}[cfg.sampler]
+    factory = _FACTORIES[cfg.sampler]
     return factory(hyper.step_size, hyper.temperature, **kw)
 
 
@@ -301,10 +345,15 @@ def _in_coordinates(loss_fn, anchor, cfg: _Config):
     """``loss_fn`` and the anchor ``w*`` in the sampling coordinates (``cfg.coordinates``).
 
     ``"leaf_rms"`` samples ``u = w / s`` with ``s`` the root-mean-square of each leaf of the
-    anchor ``w*`` (1 for an all-zero leaf): SGLD there is SGLD in ``w`` with per-leaf step
+    anchor ``w*`` (1 for an all-zero leaf). SGLD there is SGLD in ``w`` with per-leaf step
     ``ε s²`` and localisation ``γ/s²``. Rescaling a leaf of ``w*`` by ``c`` rescales its ``s``
     by ``c`` and leaves ``u`` and the loss in ``u`` unchanged, so the chains, and λ̂, are
     invariant to layer-wise rescaling symmetries (e.g. ReLU layers ``(cW₁, cb₁, W₂/c)``).
+    An all-zero leaf has no scale of its own: a zero ``b₁`` keeps ``s = 1`` while its layer
+    scales by ``c``, so invariance holds only for ``w*`` whose rescaled leaves are non-zero
+    (a freshly initialised network with zero biases is not such a point; the output bias,
+    which the symmetry leaves alone, may be zero). No pytree-only rule can tell the two
+    kinds of zero leaf apart.
     """
     if cfg.coordinates == "raw":
         return loss_fn, anchor
@@ -322,7 +371,10 @@ def _in_coordinates(loss_fn, anchor, cfg: _Config):
 
 
 def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Array:
-    """Largest-magnitude Hessian eigenvalue of ``L_n`` by power iteration on HVPs."""
+    """Largest (algebraic) Hessian eigenvalue of ``L_n`` by power iteration on HVPs.
+
+    Power iteration finds the largest magnitude; when that eigenvalue is negative (a
+    saddle), a second pass on ``H − λ₁ I``, whose spectrum is then ≥ 0, finds the top."""
     flat, unravel = ravel_pytree(params)
     if num_iterations == 0:
         return jnp.full((), jnp.nan, flat.dtype)
@@ -330,12 +382,16 @@ def _top_eigenvalue(loss_fn, params, xy, *, key, num_iterations: int) -> jax.Arr
     hvp = lambda v: jax.jvp(grad_flat, (flat,), (v,))[1]
     v0 = jr.normal(key, flat.shape, flat.dtype)
 
-    def body(v, _):
-        hv = hvp(v)
-        return hv / (jnp.linalg.norm(hv) + jnp.finfo(flat.dtype).tiny), None
+    def power(shift):
+        def body(v, _):
+            hv = hvp(v) - shift * v
+            return hv / (jnp.linalg.norm(hv) + jnp.finfo(flat.dtype).tiny), None
 
-    v, _ = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=num_iterations)
-    return jnp.vdot(v, hvp(v))
+        v, _ = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=num_iterations)
+        return jnp.vdot(v, hvp(v))
+
+    lam1 = power(jnp.zeros((), flat.dtype))
+    return jax.lax.cond(lam1 < 0, power, lambda _: lam1, lam1)
 
 
 def _hessian_diagonal(loss_fn, params, xy, *, key, num_probes: int = 16):
@@ -589,6 +645,18 @@ def _configure(
         sampler_options=tuple(sorted((sampler_options or {}).items())),
         coordinates=coordinates,
     )
+    for name, value in (
+        ("step_size", step_size),
+        ("nbeta", nbeta),
+        ("temperature", temperature),
+        ("localization", localization),
+    ):
+        if value is not None and np.ndim(value) != 0:
+            raise ValueError(
+                f"{name}: expected a scalar, got shape {np.shape(value)}; to sweep values, "
+                "jax.vmap llc over them (one compiled call)"
+            )
+    _check_sampler_options(sampler, sampler_options)
     optim._check_sign(step_size, "step_size", positive=True)
     optim._check_sign(nbeta, "nbeta", positive=True)
     optim._check_sign(temperature, "temperature", positive=True)  # β = nβ / T
@@ -626,7 +694,7 @@ def llc_init(loss_fn, params, data, *, key, **kwargs) -> LLCState:
     Takes the keyword arguments of :func:`llc_samples`; :func:`llc_run` has an example.
     """
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
-    return _init(loss_fn, params, data, key, hyper, cfg)
+    return _init(loss_fn, params, data, train_lib.as_key(key), hyper, cfg)
 
 
 def llc_run(loss_fn, state: LLCState, params, data, *, num_steps: int, **kwargs) -> LLCState:
@@ -650,6 +718,7 @@ def llc_run(loss_fn, state: LLCState, params, data, *, num_steps: int, **kwargs)
       (30, (2,))
     """
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
+    _check_resume(state, cfg, "state")
     return _run(loss_fn, state, params, data, hyper, cfg, int(num_steps))
 
 
@@ -657,6 +726,7 @@ def llc_summary(state: LLCState, data, **kwargs) -> LLCResult:
     """Turns a (finished) :class:`LLCState` into an :class:`LLCResult`; pure (example in
     :func:`llc_run`)."""
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
+    _check_resume(state, cfg, "state")
     return _summary(state, hyper, cfg)
 
 
@@ -715,7 +785,7 @@ def llc_samples(
         sampler_options=sampler_options,
         coordinates=coordinates,
     )
-    state = _init(loss_fn, params, data, key, hyper, cfg)
+    state = _init(loss_fn, params, data, train_lib.as_key(key), hyper, cfg)
     state = _run(loss_fn, state, params, data, hyper, cfg, cfg.num_burnin + cfg.num_draws)
     return _summary(state, hyper, cfg)
 
@@ -741,11 +811,16 @@ def _host_warnings(r: LLCResult, cfg: _Config) -> tuple[str, ...]:
                 f"(λ_max = {float(r.lambda_max):.3g}; see LLCResult.stability); lower step_size"
                 + (" or raise sampler_options['eps']" if cfg.sampler == "psgld" else "")
             )
-        elif stab >= 0.5 and cfg.sampler in ("sgld", "mala"):
+        elif stab >= 0.5:
+            bias = f"≈ {100 * (1 / (1 - stab / 2) - 1):.0f}%"
             out.append(
-                f"step_size is large for the local curvature: step_size·(nβ·λ_max + γ) = "
-                f"{stab:.3g}; the discretisation bias along the sharpest direction is "
-                f"≈ {100 * (1 / (1 - stab / 2) - 1):.0f}%"
+                f"step_size is large for the local curvature: stability = {stab:.3g} (see "
+                "LLCResult.stability); the discretisation bias along the sharpest direction is "
+                + (
+                    bias
+                    if cfg.sampler in ("sgld", "mala")
+                    else f"of the order of SGLD's at this stability, {bias}"
+                )
             )
     rhat = float(r.rhat)
     if np.isfinite(rhat) and rhat > 1.1:
@@ -828,7 +903,8 @@ def llc(
       sampler_options: extra keyword arguments of the sampler (``decay``, ``eps`` for
         pSGLD; ``friction`` for SGHMC).
       coordinates: ``"raw"`` samples ``w`` itself; ``"leaf_rms"`` samples ``w / s`` with
-        ``s`` the RMS of each leaf of ``w*`` (per-leaf step ``ε s²``, localisation ``γ/s²``),
+        ``s`` the RMS of each leaf of ``w*`` (per-leaf step ``ε s²``, localisation ``γ/s²``;
+        1 for an all-zero leaf, which then does not rescale: see the README),
         which makes λ̂ invariant to rescaling symmetries such as ReLU ``(cW₁, cb₁, W₂/c)``;
         a fixed step in raw coordinates sees curvatures scaled by ``c^±2`` and is not.
         ``distance_trace``, ``lambda_max`` and the chains' params are then in the sampling
@@ -880,7 +956,11 @@ def llc(
         raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
     chunk = total if chunk_size is None else int(chunk_size)
     traced = _is_traced(params, data, hyper, key, resume)
-    state = resume if resume is not None else _init_jit(loss_fn, params, data, key, hyper, cfg)
+    if resume is not None:
+        _check_resume(resume, cfg)
+        state = resume
+    else:
+        state = _init_jit(loss_fn, params, data, train_lib.as_key(key), hyper, cfg)
     if not traced and resume is None and not np.isfinite(float(state.init_loss)):
         # Every chain would be NaN from its first step, and read as divergence.
         raise ValueError(

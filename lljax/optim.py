@@ -270,8 +270,9 @@ def psgld(
     regression with the default decay, whose window is ~100 steps). To sample without
     that bias, let ν adapt during burn-in and then hold it with ``state._replace(decay=1.0)``:
     the chain is then exactly SGLD with the diagonal metric G (as
-    :func:`lljax.landscape.llc` does). ``T = 0`` is exactly
-    ``optax.rmsprop(ε, decay, eps, eps_in_sqrt=False)`` for ``nβ = 1`` and no localisation.
+    :func:`lljax.landscape.llc` does). ``T = 0`` is
+    ``optax.rmsprop(ε, decay, eps, eps_in_sqrt=False)`` for ``nβ = 1`` and no localisation
+    (to float rounding: the same update, computed in another order).
 
     Args:
       learning_rate, temperature, key, nbeta, localization, anchor: as in :func:`sgld`.
@@ -292,6 +293,7 @@ def psgld(
     key = _check_key(key, "psgld")
     _check_common(learning_rate, temperature, nbeta, localization, anchor)
     _check_sign(decay, "decay")
+    _check_sign(eps, "eps", positive=True)
     if not isinstance(decay, jax.core.Tracer) and np.any(np.asarray(decay) > 1):
         raise ValueError(f"decay: expected values in [0, 1], got {decay}")
 
@@ -374,8 +376,12 @@ def sghmc(
     """
     key = _check_key(key, "sghmc")
     _check_common(learning_rate, temperature, nbeta, localization, anchor)
-    if isinstance(friction, (int, float)) and not 0.0 < friction <= 1.0:
-        raise ValueError(f"friction: expected a value in (0, 1], got {friction}")
+    if not isinstance(friction, (bool, jax.core.Tracer)) and isinstance(
+        friction, (int, float, np.number, np.ndarray, jax.Array)
+    ):
+        f = np.asarray(friction)
+        if not np.all((f > 0) & (f <= 1)):  # NaN fails too
+            raise ValueError(f"friction: expected values in (0, 1], got {friction}")
 
     def init_fn(params):
         return SGHMCState(

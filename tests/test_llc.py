@@ -228,6 +228,66 @@ def test_llc_bad_arguments():
         ll.optim.sgld(-1e-3, key=jr.key(0))
     with pytest.raises(ValueError, match="anchor"):
         ll.optim.psgld(1e-3, key=jr.key(0), anchor=w)
+    # Sweeps go through vmap: an array here would fail deep inside, or after the run.
+    with pytest.raises(ValueError, match="nbeta: expected a scalar"):
+        ll.landscape.llc(loss_fn, w, data, key=jr.key(0), nbeta=jnp.array([10.0]), **SMALL)
+    with pytest.raises(ValueError, match="sampler_options: \\['friction'\\] are not options"):
+        ll.landscape.llc(
+            loss_fn, w, data, key=jr.key(0), sampler="mala", sampler_options={"friction": 0.5}
+        )
+    with pytest.raises(ValueError, match="key: expected a PRNG key"):
+        ll.landscape.llc(loss_fn, w, data, key=2, **SMALL)
+    for bad in (np.array(2.0), jnp.array(-0.5), np.float32(0.0)):
+        with pytest.raises(ValueError, match="friction"):
+            ll.optim.sghmc(1e-2, key=jr.key(0), friction=bad)
+    with pytest.raises(ValueError, match="eps"):
+        ll.optim.psgld(1e-3, key=jr.key(0), eps=-1.0)
+
+
+def test_llc_resume_with_other_arguments_is_refused():
+    data, loss_fn, w, _ = REG
+    first = ll.landscape.llc(loss_fn, w, data, key=jr.key(3), **SMALL)
+    for change, match in (
+        ({"num_draws": 120}, "resume: the state holds 3 chains × 60 records"),
+        ({"num_chains": 4}, "resume: the state holds 3 chains"),
+        ({"sampler": "sghmc"}, "resume: the state is from a SGLDState run"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            ll.landscape.llc(
+                loss_fn, w, data, key=jr.key(3), resume=first.state, **{**SMALL, **change}
+            )
+    with pytest.raises(ValueError, match="state: the state holds"):
+        ll.landscape.llc_run(
+            loss_fn, first.state, w, data, num_steps=1, **{**SMALL, "num_draws": 30}
+        )
+
+
+def test_llc_stability_uses_the_top_eigenvalue_at_a_saddle():
+    # H = diag(−10, 1): power iteration alone returns −10 (largest magnitude), which would
+    # hide a step that is large along the +1 direction once localisation holds the chain.
+    h = jnp.array([-10.0, 1.0])
+    loss_fn = lambda p, xy: 0.5 * jnp.sum(h * p["w"] ** 2) + 0.0 * jnp.mean(xy[0])  # noqa: E731
+    x = jnp.zeros((100, 1))
+    nbeta, gamma = 100 / np.log(100), 300.0
+    eps = 1.8 / (nbeta + gamma)
+    for sampler, opts in (("sgld", None), ("sghmc", {"friction": 1.0})):
+        r = ll.landscape.llc(
+            loss_fn,
+            {"w": jnp.zeros(2)},
+            (x, x),
+            key=jr.key(0),
+            num_chains=2,
+            num_draws=40,
+            num_burnin=10,
+            step_size=eps,
+            localization=gamma,
+            batch_size=None,
+            sampler=sampler,
+            sampler_options=opts,
+        )
+        np.testing.assert_allclose(float(r.lambda_max), 1.0, rtol=1e-5)
+        np.testing.assert_allclose(float(r.stability), 1.8, rtol=1e-5)
+        assert any("step_size is large" in m for m in r.warnings), (sampler, r.warnings)
 
 
 # ----------------------------------------------------------------------------------------
