@@ -207,6 +207,29 @@ def test_breakdown_with_few_distinct_eigenvalues_no_nan():
     assert abs(mass5.mean() - 20 / 120) < 4 * mass5.std(ddof=1) / np.sqrt(8) + 1e-3
 
 
+def test_float32_bulk_below_a_large_outlier_is_resolved_and_bounds_stay_honest():
+    # Trained networks' Hessians put outliers 10⁴–10⁶ × above the bulk. In float32 a bulk
+    # 10⁵ × below the outlier has couplings ~40 eps‖A‖: real, not breakdowns. At 10⁶ it is
+    # at the rounding floor (50 eps‖A‖ = 6 is eigsh's convergence floor), and the bounds,
+    # which count the couplings breakdowns dropped, must still cover the errors.
+    bulk = np.linspace(-0.5, 1.0, 199)
+    for ratio in (1e5, 1e6):
+        lam = np.concatenate([[ratio], bulk])
+        a = _with_spectrum(lam, seed=4).astype(np.float32)
+        op = from_matrix(jnp.asarray(a))
+        res = spectrum.lanczos(op, num_steps=40, key=jax.random.key(0))
+        bottom = spectrum.eigsh(op, k=3, which="SA", key=jax.random.key(0))
+        err = np.abs(np.asarray(bottom.eigenvalues, np.float64) - bulk[:3])
+        assert np.all(err <= np.asarray(bottom.bounds) + 1e-3), (ratio, err, bottom.bounds)
+        if ratio == 1e5:
+            assert int(res.num_breakdowns) == 0
+            assert bool(np.all(bottom.converged)) and err.max() < 0.03
+            nf = spectrum.negative_fraction(op, key=jax.random.key(1), num_probes=8, num_steps=40)
+            exact = float(spectrum.exact_negative_fraction(op))
+            # SLQ's quadrature resolves a step function to about one node (1/40).
+            assert abs(float(nf.value) - exact) < 3 * float(nf.stderr) + 1 / 40
+
+
 def test_degenerate_operators_are_reported_not_hidden():
     # An exact zero coupling (an eigenvector as start, a zero operator) is a breakdown too.
     a = jnp.diag(jnp.arange(1.0, 7.0))
