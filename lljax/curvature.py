@@ -307,8 +307,8 @@ def fisher(
     _check_precision(precision)
     apply_fn, per_example = _resolve_model(loss_fn, model, per_example, "fisher")
     sample_fn = _sampler(per_example, sample_fn)
-    if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"num_samples: expected a positive int, got {num_samples!r}")
+    num_samples = train_lib._check_int(num_samples, "num_samples")
+    key = train_lib.as_key(key)
 
     def kernel(p, t, x, y, w, index):
         out, jvp_fn = jax.linearize(lambda q: apply_fn(q, x, **loss_kwargs), p)
@@ -444,7 +444,8 @@ def restrict(op: Operator, params: Any, select: str | Sequence[str] | Callable) 
 
 
 def blocks(op: Operator, params: Any) -> dict[str, Operator]:
-    """``{name: restrict(op, params, name)}`` for each top-level key of ``params``.
+    """``{name: restrict(op, params, name)}`` for each top-level key of ``params`` that holds
+    parameters (entries with no elements, e.g. a parameter-free layer, are skipped).
 
     Examples:
       >>> import jax.numpy as jnp, lljax as ll
@@ -453,10 +454,16 @@ def blocks(op: Operator, params: Any) -> dict[str, Operator]:
       >>> {k: v.size for k, v in ops.items()}
       {'a': 2, 'b': 1}
     """
-    paths, _ = _leaf_paths_and_sizes(params)
-    names = list(dict.fromkeys(path[0] for path in paths if path))
-    if not names:
+    paths, sizes = _leaf_paths_and_sizes(params)
+    if not any(path for path in paths):
         raise ValueError("params: expected a pytree with named top-level entries (a dict)")
+    total = {}
+    for path, size in zip(paths, sizes, strict=True):
+        if path:
+            total[path[0]] = total.get(path[0], 0) + size
+    names = [name for name, size in total.items() if size > 0]
+    if not names:
+        raise ValueError("params: no top-level entry holds any parameters")
     return {name: restrict(op, params, name) for name in names}
 
 
@@ -594,9 +601,21 @@ def _flat_vector(v, size: int):
     return v
 
 
+def _ravel_params(params):
+    """``ravel_pytree(params)``, refusing leaves that cannot carry a tangent."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+            raise ValueError(
+                f"params: leaf {jax.tree_util.keystr(path)} has dtype {jnp.result_type(leaf)}; "
+                "curvature needs floating-point parameters (pass integer state, such as a "
+                "step counter, through the loss function's closure or the batch)"
+            )
+    return ravel_pytree(params)
+
+
 def _single_operator(matvec_tree, params, scale, name: str, precision: str) -> Operator:
     """Operator from ``matvec_tree(params, tangent_tree) -> tree``, divided by ``scale``."""
-    flat, unravel = ravel_pytree(params)
+    flat, unravel = _ravel_params(params)
     ravel = lambda tree: ravel_pytree(tree)[0]
 
     def matvec(v):
@@ -614,7 +633,7 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
     one batch with example weights ``w``; ``index`` is the global batch index (for keys).
     """
     x, y, n = _xy(batch)
-    flat, unravel = ravel_pytree(params)
+    flat, unravel = _ravel_params(params)
     dtype = flat.dtype
     if batch_size is None and mesh is None:
         w = jnp.ones((n,), dtype)
@@ -622,6 +641,12 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
 
     if mesh is not None and not isinstance(mesh, jax.sharding.Mesh):
         raise ValueError(f"mesh: expected a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if mesh is not None:
+        # jax.make_mesh gives Explicit axes, whose sharding is part of each array's type: the
+        # operator's output vectors would then carry it into Lanczos bases built unsharded.
+        # The data split is all this mesh is for, so its axes are made Auto.
+        auto = (jax.sharding.AxisType.Auto,) * len(mesh.axis_names)
+        mesh = jax.sharding.Mesh(mesh.devices, mesh.axis_names, axis_types=auto)
     shards = 1 if mesh is None else int(mesh.size)
     if batch_size is None:
         batch_size = -(-n // shards)

@@ -57,7 +57,7 @@ from jax import lax
 
 from lljax import _linalg
 from lljax.curvature import Operator, from_matrix
-from lljax.train import as_key
+from lljax.train import _check_int, as_key
 
 _HIGHEST = lax.Precision.HIGHEST
 _WHICH = ("LA", "SA", "LM")
@@ -159,7 +159,7 @@ class SmoothedDensity(NamedTuple):
     Attributes:
       grid: ``(num_points,)`` eigenvalue grid.
       density: ``(num_points,)`` probe-mean density (integrates to 1 over the real line).
-      stderr: ``(num_points,)`` standard error of the mean over probes.
+      stderr: ``(num_points,)`` standard error of the mean over probes (NaN with one probe).
       sigma: the Gaussian standard deviation used, in eigenvalue units.
     """
 
@@ -267,7 +267,7 @@ class DensityResult(NamedTuple):
         per_probe = jnp.sum(self.weights[:, :, None] * kernel, axis=1)
         num_probes = per_probe.shape[0]
         mean = jnp.mean(per_probe, axis=0)
-        stderr = _stderr(per_probe, axis=0) if num_probes > 1 else jnp.zeros_like(mean)
+        stderr = _stderr(per_probe, axis=0) if num_probes > 1 else jnp.full_like(mean, jnp.nan)
         return SmoothedDensity(grid, mean, stderr, sigma)
 
 
@@ -307,14 +307,36 @@ def _stderr(samples: jax.Array, axis: int = 0) -> jax.Array:
     return jnp.std(samples, axis=axis, ddof=1) / math.sqrt(num)
 
 
+def _working_dtype(dtype):
+    """float16/bfloat16 operators keep their products; the Krylov vectors and scalars are
+    float32 (LAPACK has no half-precision solvers, and half-precision Gram–Schmidt would
+    leave the basis orthogonal to only ~1e-3)."""
+    dtype = jnp.dtype(dtype)
+    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
+def _widen(matvec, dtype):
+    wide = _working_dtype(dtype)
+    if wide == jnp.dtype(dtype):
+        return matvec, wide
+    return (lambda v: matvec(v).astype(wide)), wide
+
+
 def _as_operator(op) -> Operator:
     if isinstance(op, Operator):
-        return op
-    if hasattr(op, "matvec") and hasattr(op, "size"):
-        return Operator(op.matvec, int(op.size), getattr(op, "dtype", jnp.float32))
-    if isinstance(op, jax.Array | np.ndarray):
-        return from_matrix(op)
-    raise ValueError(f"op: expected an Operator (matvec, size, ...) or a square array, got {op!r}")
+        pass
+    elif hasattr(op, "matvec") and hasattr(op, "size"):
+        op = Operator(op.matvec, int(op.size), getattr(op, "dtype", jnp.float32))
+    elif isinstance(op, jax.Array | np.ndarray):
+        op = from_matrix(op)
+    else:
+        raise ValueError(
+            f"op: expected an Operator (matvec, size, ...) or a square array, got {op!r}"
+        )
+    matvec, dtype = _widen(op.matvec, op.dtype)
+    return op if matvec is op.matvec else op._replace(matvec=matvec, dtype=dtype)
 
 
 def _device_memory_free() -> int | None:
@@ -683,10 +705,11 @@ def lanczos(
         raise ValueError(f"size: expected a positive integer, got {size!r}")
     size = int(size)
     key = as_key(key)
-    if not 1 <= int(num_steps) <= size:
+    if not 1 <= _check_int(num_steps, "num_steps") <= size:
         raise ValueError(f"num_steps: expected 1 <= num_steps <= size={size}, got {num_steps}")
     num_steps = int(num_steps)
     dtype = jnp.dtype(dtype if dtype is not None else jnp.result_type(float))
+    matvec, dtype = _widen(matvec, dtype)
     if reorthogonalize:
         _check_basis_memory(num_steps + 1, size, dtype, memory_budget, _LOW_MEMORY_HINT)
     Q, alpha, beta, dropped = _lanczos_run(
@@ -849,13 +872,17 @@ def eigsh(
     n = op.size
     if which not in _WHICH:
         raise ValueError(f"which: expected one of {_WHICH}, got {which!r}")
-    if not 1 <= int(k) <= n:
+    if not 1 <= _check_int(k, "k") <= n:
         raise ValueError(f"k: expected 1 <= k <= size={n}, got {k}")
     k = int(k)
-    b = int(block_size)
+    b = _check_int(block_size, "block_size")
     if not 1 <= b <= n:
         raise ValueError(f"block_size: expected 1 <= block_size <= size={n}, got {block_size}")
-    m = min(n, b * -(-max(2 * k + 20, 40, k + 8 * b) // b)) if num_steps is None else int(num_steps)
+    m = (
+        min(n, b * -(-max(2 * k + 20, 40, k + 8 * b) // b))
+        if num_steps is None
+        else _check_int(num_steps, "num_steps")
+    )
     if m > n:
         m = n
     if m < min(n, k + b + 1):
@@ -986,11 +1013,11 @@ def density(
     op = _as_operator(op)
     key = as_key(key)
     n = op.size
-    if num_probes < 1:
-        raise ValueError(f"num_probes: expected >= 1, got {num_probes}")
-    if num_steps < 1:
-        raise ValueError(f"num_steps: expected >= 1, got {num_steps}")
-    m = min(int(num_steps), n)
+    if n < 1:
+        raise ValueError("op: the operator has size 0; there is no spectrum")
+    num_probes = _check_int(num_probes, "num_probes")
+    m = min(_check_int(num_steps, "num_steps"), n)
+    _check_int(probe_batch_size, "probe_batch_size", optional=True)
     dtype = jnp.dtype(op.dtype)
     if reorthogonalize:
         in_flight = num_probes if probe_batch_size is None else min(probe_batch_size, num_probes)
@@ -1013,6 +1040,7 @@ def density(
 
 
 def _rademacher_matvecs(op, key, num, batch_size, dtype):
+    _check_int(batch_size, "batch_size", optional=True)
     z = jr.rademacher(key, (num, op.size), dtype)
     az = _map_probes(op.matvec, z, batch_size)
     return z, az.astype(dtype)
@@ -1171,7 +1199,7 @@ def negative_fraction(
     # A NaN spectrum (a diverged model) gives NaN, not a confident 0.
     finite = jnp.all(jnp.isfinite(d.nodes) & jnp.isfinite(d.weights), axis=1)
     per_probe = jnp.where(finite, per_probe, jnp.nan)
-    err = _stderr(per_probe) if num_probes > 1 else jnp.zeros(())
+    err = _stderr(per_probe) if num_probes > 1 else jnp.full((), jnp.nan)
     return Estimate(jnp.mean(per_probe), err)
 
 

@@ -515,7 +515,8 @@ def as_key(key, name: str = "key") -> jax.Array:
     """A typed PRNG key from a typed key or a raw ``uint32`` key array."""
     if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
         return key
-    if hasattr(key, "dtype") and jnp.asarray(key).dtype == jnp.uint32:
+    if hasattr(key, "dtype") and jnp.asarray(key).dtype == jnp.uint32 and jnp.ndim(key) >= 1:
+        # Raw key data: (2,) for the default threefry (jax.random.PRNGKey(seed)).
         return jr.wrap_key_data(jnp.asarray(key))
     raise ValueError(f"{name}: expected a PRNG key (jax.random.key(seed)), got {key!r}")
 

@@ -359,6 +359,10 @@ def test_sharded_dataset_operator_equals_unsharded(kind):
         jitted = jax.jit(lambda p, v: cv.hessian(loss_fn, p, batch, batch_size=2, mesh=mesh) @ v)
         np.testing.assert_allclose(jitted(params, v), ref, rtol=1e-5, atol=1e-6 * _scale(ref))
         np.testing.assert_allclose(sharded.matvec(v), ref, rtol=1e-5, atol=1e-6 * _scale(ref))
+        # make_mesh's axes are Explicit (sharding in the array types): the spectra still run.
+        top = ll.spectrum.eigsh(sharded, k=2, key=jr.key(2)).eigenvalues
+        ref_top = ll.spectrum.eigsh(plain, k=2, key=jr.key(2)).eigenvalues
+        np.testing.assert_allclose(top, ref_top, rtol=1e-4)
 
 
 def test_dataset_operator_argument_errors():
@@ -377,6 +381,12 @@ def test_dataset_operator_argument_errors():
         cv.ggn(loss_fn, params, batch, batch_size=2),
         cv.restrict(cv.hessian(loss_fn, params, batch), params, "Dense_0"),
     )
+    # Integer leaves cannot carry a tangent: named at build time, not as a jvp error.
+    with_int = {"net": params, "step": jnp.array(3, jnp.int32)}
+    with pytest.raises(ValueError, match=r"params: leaf \['step'\] has dtype int32"):
+        cv.hessian(lambda p, b: loss_fn(p["net"], b), with_int, batch)
+    with pytest.raises(ValueError, match="key: expected a PRNG key"):
+        cv.fisher(loss_fn, params, batch, key=None)
     for op in ops:
         with pytest.raises(ValueError, match=rf"v: expected a flat vector of shape \({op.size},\)"):
             op.matvec(jnp.ones(op.size + 1))
@@ -439,6 +449,9 @@ def test_blocks_cover_every_layer_and_bad_selections_raise():
     )
     with pytest.raises(ValueError, match="params"):
         cv.blocks(diag, jnp.ones(5))
+    # A parameter-free entry (e.g. an activation layer's empty dict or array) has no block.
+    with_empty = {"a": jnp.ones(2), "act": jnp.zeros((0,)), "b": jnp.ones(3)}
+    assert list(cv.blocks(diag, with_empty)) == ["a", "b"]
 
 
 # ------------------------------------------------------------------------ jit / vmap contract

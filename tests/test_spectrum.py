@@ -230,6 +230,31 @@ def test_float32_bulk_below_a_large_outlier_is_resolved_and_bounds_stay_honest()
             assert abs(float(nf.value) - exact) < 3 * float(nf.stderr) + 1 / 40
 
 
+def test_half_precision_operators_run_their_krylov_algebra_in_float32():
+    for dt in (jnp.bfloat16, jnp.float16):
+        op = from_matrix(jnp.diag(jnp.arange(1.0, 7.0)).astype(dt))
+        top = spectrum.eigsh(op, k=2, key=jax.random.key(0))
+        assert top.eigenvalues.dtype == jnp.float32
+        np.testing.assert_allclose(top.eigenvalues, [6.0, 5.0], rtol=1e-5)
+        ritz = spectrum.ritz(spectrum.lanczos(op, num_steps=6, key=jax.random.key(0)))
+        np.testing.assert_allclose(ritz.values, np.arange(1.0, 7.0), rtol=1e-5)
+        assert float(spectrum.negative_fraction(op, key=jax.random.key(1)).value) == 0.0
+        t = spectrum.trace(op, key=jax.random.key(2), num_probes=6, method="hutch++")
+        assert np.isfinite(float(t.value))
+    # A bfloat16 network: the products in bfloat16, the eigenvalues to its precision.
+    model = ll.models.mlp([3, 6, 2])
+    p32 = model.init(jax.random.key(0))
+    p16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), p32)
+    x = jax.random.normal(jax.random.key(1), (16, 3))
+    y = jnp.arange(16) % 2
+    loss_fn = ll.losses.cross_entropy(model)
+    h16 = ll.curvature.hessian(loss_fn, p16, (x.astype(jnp.bfloat16), y))
+    h32 = ll.curvature.hessian(loss_fn, jax.tree.map(lambda a: a.astype(jnp.float32), p16), (x, y))
+    top16 = spectrum.eigsh(h16, k=1, key=jax.random.key(3)).eigenvalues
+    top32 = jnp.linalg.eigvalsh(h32.dense())[-1:]
+    np.testing.assert_allclose(top16, top32, rtol=0.05)
+
+
 def test_degenerate_operators_are_reported_not_hidden():
     # An exact zero coupling (an eigenvector as start, a zero operator) is a breakdown too.
     a = jnp.diag(jnp.arange(1.0, 7.0))
@@ -299,6 +324,19 @@ def test_bad_arguments_raise_clear_errors():
                 call(bad)
     raw = jax.random.PRNGKey(0)  # raw uint32[2] keys still work
     assert spectrum.trace(op, key=raw, num_probes=4).value.shape == ()
+    # Counts are integers, not silently truncated floats or booleans.
+    for call, name in (
+        (lambda: spectrum.eigsh(op, k=1.5, key=key), "k"),
+        (lambda: spectrum.density(op, key=key, num_probes=2, num_steps=2.5), "num_steps"),
+        (lambda: spectrum.density(op, key=key, num_probes=2, probe_batch_size=0), "probe_batch"),
+        (lambda: spectrum.trace(op, key=key, num_probes=4, batch_size=0), "batch_size"),
+        (lambda: spectrum.density(from_matrix(jnp.zeros((0, 0))), key=key), "op: .*size 0"),
+    ):
+        with pytest.raises(ValueError, match=name):
+            call()
+    # One probe has no error bar: NaN, not a confident 0.
+    one = spectrum.negative_fraction(op, key=key, num_probes=1, num_steps=3)
+    assert np.isnan(float(one.stderr))
 
 
 # ----------------------------------------------------------------------------- eigsh
