@@ -1170,10 +1170,12 @@ def negative_fraction(
     over all probes (≈ ``max|λ|``) and ``eps`` that of the operator's dtype. A zero
     eigenvalue (a symmetry, a rank-deficient GGN) gives a Ritz node at rounding level, a few
     ``eps · max|λ|`` of either sign in float32 and float64, which with ``threshold=0`` counts
-    as negative on about half the probes. The cap ``sqrt(eps)`` keeps the band far below the
-    eigenvalues of large models. Operators with reduced matmul precision (``"bfloat16"``,
-    ``"tensorfloat32"``) round at a coarser level: pass an explicit ``threshold`` for them.
-    ``threshold=0.0`` counts every node below zero.
+    as negative on about half the probes. The band is capped at ``sqrt(eps)`` (3.5e-4 in
+    float32) of ``max|λ|``; negative eigenvalues smaller than that, common beside large
+    outliers, are not counted: report the fraction at a few thresholds (``threshold=0.0``
+    counts every node below zero) when the spectrum near zero matters. Operators with
+    reduced matmul precision (``"bfloat16"``, ``"tensorfloat32"``) round at a coarser level
+    than their dtype's ``eps``: pass an explicit ``threshold`` for them.
 
     Examples:
       >>> import jax, jax.numpy as jnp, lljax as ll
@@ -1182,7 +1184,12 @@ def negative_fraction(
       >>> bool(abs(f.value - 1 / 6) < 4 * f.stderr + 1e-6)
       True
     """
+    given = getattr(op, "dtype", None)
     op = _as_operator(op)
+    # A half-precision operator's products round at its own eps, though the Krylov algebra
+    # around them runs in float32.
+    given = given if given is not None and jnp.issubdtype(given, jnp.floating) else op.dtype
+    eps = float(jnp.finfo(given).eps)
     key = as_key(key)
     d = density(
         op,
@@ -1193,7 +1200,6 @@ def negative_fraction(
         probe_batch_size=probe_batch_size,
     )
     if threshold is None:
-        eps = float(jnp.finfo(op.dtype).eps)
         threshold = min(op.size * eps, math.sqrt(eps)) * jnp.max(jnp.abs(d.nodes))
     per_probe = jnp.sum(jnp.where(d.nodes < -threshold, d.weights, 0.0), axis=1)
     # A NaN spectrum (a diverged model) gives NaN, not a confident 0.
