@@ -160,8 +160,7 @@ def find_critical_point(
     """
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
-    if isinstance(damping, (int, float)) and not damping > 0:
-        raise ValueError(f"damping: expected a positive float, got {damping!r}")
+    _check_concrete(damping, "damping", "> 0")
     flat, unravel, f = _flat(loss_fn, params, batch)
     grad_fn = jax.grad(f)
     eye = jnp.eye(flat.shape[0], dtype=flat.dtype)
@@ -319,6 +318,21 @@ def escape_times(
     return jax.vmap(one)(keys)
 
 
+def _check_concrete(value, name: str, low: str) -> None:
+    """A ValueError for concrete values that are non-finite or not ``low`` (``"> 0"`` or
+    ``">= 0"``); traced values (swept under jit/vmap) pass through."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    v = np.asarray(value)
+    ok = (
+        v.dtype.kind in "iuf"
+        and np.all(np.isfinite(v))
+        and np.all(v > 0 if low == "> 0" else v >= 0)
+    )
+    if not ok:
+        raise ValueError(f"{name}: expected finite values {low}, got {value!r}")
+
+
 def saddle_escape_cdf(
     t,
     *,
@@ -361,6 +375,14 @@ def saddle_escape_cdf(
       >>> round(float(p), 4)  # P(|N(0, 1.1^100 · 1e-4)| ≥ 1)
       0.3943
     """
+    for name, value, low in (
+        ("curvature", curvature, ">= 0"),
+        ("learning_rate", learning_rate, "> 0"),
+        ("radius", radius, "> 0"),
+        ("noise_std", noise_std, ">= 0"),
+        ("initial_std", initial_std, ">= 0"),
+    ):
+        _check_concrete(value, name, low)
     t = jnp.asarray(t)
     dtype = jnp.result_type(t, curvature, learning_rate, float)
     log_a = jnp.log1p(jnp.asarray(learning_rate, dtype) * jnp.asarray(curvature, dtype))

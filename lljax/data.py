@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import random
 
 import jax
 import jax.numpy as jnp
@@ -232,13 +233,14 @@ def _mnist1d_cached(seed: int, num_samples: int, train_split: float) -> Dataset:
     args.seed = seed
     args.num_samples = num_samples
     args.train_split = train_split
-    # The generator draws from NumPy's global RNG: save and restore it so that calling
-    # mnist1d() has no side effect on user code that seeds np.random.
-    state = np.random.get_state()  # noqa: NPY002
+    # The generator seeds and draws from NumPy's and Python's global RNGs: save and restore
+    # both so that calling mnist1d() has no side effect on user code that seeds them.
+    state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
     try:
         d = make_dataset(args)
     finally:
         np.random.set_state(state)  # noqa: NPY002
+        random.setstate(py_state)
     return Dataset(
         x_train=jnp.asarray(d["x"], jnp.float32),
         y_train=jnp.asarray(d["y"], jnp.int32),

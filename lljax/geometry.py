@@ -81,8 +81,15 @@ def _check_int(value, name: str, low: int = 1) -> int:
 
 
 def _check_positive(value, name: str, *, allow_zero: bool = False):
-    """Checks concrete numbers; traced values (swept under vmap) pass through."""
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
+    """Checks concrete numbers and arrays; traced values (swept under vmap) pass through."""
+    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
+        v = np.asarray(value)
+        if v.dtype.kind in "iuf" and (
+            not np.all(np.isfinite(v)) or np.any(v < 0 if allow_zero else v <= 0)
+        ):
+            kind = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"{name}: expected finite numbers {kind}, got {value!r}")
+    elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
         if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
             kind = ">= 0" if allow_zero else "> 0"
             raise ValueError(f"{name}: expected a finite number {kind}, got {value!r}")
@@ -145,8 +152,8 @@ def _map(fn: Callable, xs: Any, chunk_size: int | None):
 
 def _float_dtype(params: Params):
     leaves = jax.tree.leaves(params)
-    if not leaves:
-        raise ValueError("params: expected a pytree with at least one array leaf")
+    if not leaves or not sum(jnp.size(x) for x in leaves):
+        raise ValueError("params: expected a pytree with at least one parameter")
     dtype = jnp.result_type(*leaves)
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"params: expected floating-point leaves, got {dtype}")
@@ -167,7 +174,8 @@ def _grid(radius, num_points: int, dtype) -> jax.Array:
     """``num_points`` values from −radius to radius, symmetric, built from integers so the
     middle of an odd grid is exactly 0 (``linspace`` gives ±1e-8) and the ends exactly
     ±radius."""
-    k = 2 * jnp.arange(num_points, dtype=dtype) - (num_points - 1)
+    # At least float32: bfloat16 holds integers exactly only up to 256.
+    k = 2 * jnp.arange(num_points, dtype=jnp.promote_types(dtype, jnp.float32)) - (num_points - 1)
     return radius * k / max(num_points - 1, 1)
 
 
@@ -452,6 +460,7 @@ def epsilon_sharpness(
       and sharp minima", arXiv:1609.04836 (Metric 2.1).
     """
     key = as_key(key)
+    _float_dtype(params)
     _check_positive(epsilon, "epsilon")
     _check_positive(step_size, "step_size")
     num_steps = _check_int(num_steps, "num_steps")
@@ -815,7 +824,7 @@ def sharpness(
     (:func:`epsilon_sharpness` with ``epsilon``), ``"expected"``
     (:func:`expected_sharpness` with ``sigma`` and ``num_samples``), ``"pac_bayes"``
     (:func:`pac_bayes_flatness` with ``target_deviation``), ``"log_det"``
-    (:func:`log_determinant` of the Hessian with ``damping``, ``num_probes // 4`` probes
+    (:func:`log_determinant` of the Hessian with ``damping``, ``max(2, num_probes // 4)`` probes
     of ``num_steps`` Lanczos steps, and the quadratic log-volume of the
     ``volume_epsilon``-sublevel set). Each measure gets its own key split from ``key``.
 
@@ -833,7 +842,7 @@ def sharpness(
       >>> round(float(s.top_eigenvalue), 4), round(float(s.trace), 4), s.log_det
       (3.0, 4.0, None)
     """
-    measures = tuple(measures)
+    measures = (measures,) if isinstance(measures, str) else tuple(measures)
     for m in measures:
         if m not in MEASURES:
             raise ValueError(f"measures: unknown {m!r}; expected a subset of {MEASURES}")
@@ -1038,6 +1047,7 @@ def basin_volume(
       arXiv:1906.03291.
     """
     key = as_key(key)
+    _float_dtype(params)
     _check_positive(epsilon, "epsilon")
     _check_positive(min_radius, "min_radius")
     num_directions = _check_int(num_directions, "num_directions", low=2)
@@ -1100,7 +1110,8 @@ def _basin_volume(
     k_dir, k_boot = jr.split(key)
     u = jr.normal(k_dir, (num_directions, dim), flat.dtype)
     u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
-    grid = min_radius * 2.0 ** jnp.arange(num_scan, dtype=dtype)
+    # Doubling radii, capped at the dtype's largest finite value (float32 overflows at 2¹²⁸).
+    grid = jnp.minimum(min_radius * 2.0 ** jnp.arange(num_scan, dtype=dtype), jnp.finfo(dtype).max)
 
     def radius(ui):
         ray = lambda r: flat + (r * ui).astype(flat.dtype)
@@ -1201,6 +1212,7 @@ def normalize_direction(
       ([5.0, 1.0], [0.0, 0.0])
     """
     vectors = _check_normalization(normalization, vectors)
+    _check_like(direction, params, "direction")
 
     def one(d, w):
         if d.shape != w.shape:
@@ -1346,6 +1358,7 @@ def slice_1d(
     """
     num_points = _check_int(num_points, "num_points")
     _check_normalization(normalization, vectors)
+    _float_dtype(params)
     if direction is None:
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw a direction (or pass direction=)")
@@ -1430,12 +1443,20 @@ def slice_2d(
     """
     num_points = _check_int(num_points, "num_points")
     _check_normalization(normalization, vectors)
+    _float_dtype(params)
     if directions is None:
         if key is None:
             raise ValueError("key: a PRNG key is needed to draw directions (or pass directions=)")
         key = as_key(key)
-    elif len(directions) != 2:
-        raise ValueError(f"directions: expected a pair of directions, got {len(directions)}")
+    elif _is_array(directions) or len(directions) != 2:
+        raise ValueError(
+            "directions: expected a pair (tuple or list) of params-shaped directions, got "
+            + (
+                f"an array of shape {directions.shape}"
+                if _is_array(directions)
+                else f"{len(directions)}"
+            )
+        )
     else:
         directions = tuple(directions)
         for i, d in enumerate(directions):

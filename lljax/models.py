@@ -42,6 +42,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 from jax import lax
 
 from lljax import init as init_lib
@@ -125,6 +126,11 @@ class BatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x):
         axes = tuple(range(x.ndim - 1))
+        if self.has_variable("stats", "mean") != self.has_variable("stats", "var"):
+            raise ValueError(
+                f"stats: BatchNorm {'/'.join(self.path)} needs both 'mean' and 'var' "
+                "(the structure Model.stats returns)"
+            )
         if self.has_variable("stats", "mean"):
             mean = self.get_variable("stats", "mean").astype(x.dtype)
             var = self.get_variable("stats", "var").astype(x.dtype)
@@ -216,7 +222,15 @@ def wrap(
         variables = {"params": params}
         if stats:
             variables["stats"] = stats
-        out, _ = module.apply(variables, x, mutable=["batch_stats"])
+        out, state = module.apply(variables, x, mutable=["batch_stats"])
+        if stats and state.get("batch_stats"):
+            # A layer that found no statistics fell back to the batch's: a silent mode switch.
+            flat = traverse_util.flatten_dict(dict(state["batch_stats"]))
+            missing = sorted("/".join(k[:-1]) for k in flat if k[-1] == "mean")
+            raise ValueError(
+                f"stats: no statistics for layers {missing}; pass the tree Model.stats "
+                "returns (layer names at the top level)"
+            )
         return out
 
     def stats_fn(params, x):
@@ -532,11 +546,16 @@ def _branch_alpha(scheme: init_lib.InitScheme, branch_scale, depth: int) -> floa
                 f"got {branch_scale!r}"
             )
         alpha = 1.0 / math.sqrt(depth) if branch_scale == "1/sqrt(depth)" else branch_scale
-    elif isinstance(branch_scale, (int, float)) and not isinstance(branch_scale, bool):
+    elif (
+        isinstance(branch_scale, (int, float, np.integer, np.floating))
+        and not isinstance(branch_scale, bool)
+        and math.isfinite(branch_scale)
+    ):
         alpha = float(branch_scale)
     else:
         raise ValueError(
-            f"branch_scale: expected a float, '1/sqrt(depth)' or 'learnable', got {branch_scale!r}"
+            f"branch_scale: expected a finite float, '1/sqrt(depth)' or 'learnable', got "
+            f"{branch_scale!r}"
         )
     return alpha
 
@@ -909,6 +928,23 @@ def cnn(
             f"input_shape: expected (L,), (L, C) or (H, W, C) for {spatial_dims}-D convolutions, "
             f"got {input_shape!r}"
         )
+    size = list(spatial)
+    for i in range(n):  # spatial sizes layer by layer: a collapse is a bad argument, not 1/0
+        k, st = kernel_size[i], strides[i]
+        if padding == "SAME":
+            size = [-(-d // st) for d in size]
+        else:
+            pad = 0 if padding == "VALID" else 2 * padding
+            size = [(d + pad - k) // st + 1 if d + pad >= k else 0 for d in size]
+        if pool is not None:
+            size = [d // pool_size for d in size]
+        if min(size) < 1:
+            raise ValueError(
+                f"input_shape: {tuple(spatial)} shrinks to {tuple(size)} after conv layer {i}"
+                f"{' and its pooling' if pool else ''} (kernel_size {k}, strides {st}, "
+                f"padding {padding!r}{f', pool_size {pool_size}' if pool else ''}); use fewer "
+                "layers, smaller strides or pools, or more padding"
+            )
     _get_activation(activation)
     norm_layer(norm)
     scheme = init_lib.get(init)
@@ -1263,10 +1299,14 @@ class Transformer(nn.Module):
                 f"tokens: expected sequences of length seq_len={self.seq_len}, got shape "
                 f"{tokens.shape}"
             )
-        # Out-of-vocabulary ids embed as NaN (take's fill mode), so they poison the loss
-        # visibly rather than silently aliasing another token.
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise ValueError(f"tokens: expected integer token ids, got dtype {tokens.dtype}")
+        # Out-of-vocabulary ids (negative ones too: take would wrap them) embed as NaN, so
+        # they poison the loss visibly rather than silently aliasing another token.
         tokens = tokens.astype(jnp.int32)
-        h = jnp.take(embed, tokens, axis=0) + pos.reshape((1, self.seq_len, self.width))
+        oov = (tokens < 0) | (tokens >= self.vocab_size)
+        h = jnp.take(embed, jnp.where(oov, self.vocab_size, tokens), axis=0, mode="fill")
+        h = h + pos.reshape((1, self.seq_len, self.width))
         for i in range(self.num_layers):
             h = TransformerBlock(
                 self.width,

@@ -102,8 +102,11 @@ def _gaussian_expectation(f: Callable, q: jax.Array, dtype) -> jax.Array:
     # ∫_0^∞ g(z) e^{-z²/2} dz / √(2π): the radial rule's weight carries an extra factor r.
     z = jnp.asarray(r, dtype)
     w = jnp.asarray(wr / r / math.sqrt(2.0 * math.pi), dtype)
-    u = jnp.sqrt(q) * z
-    return jnp.sum(w * (f(u) + f(-u)))
+    # Nodes on a trailing axis: an array of q's (elementwise maps broadcast) keeps its shape.
+    q = jnp.asarray(q)
+    lead = (1,) * q.ndim
+    u = jnp.sqrt(q)[..., None] * z.reshape(lead + z.shape)
+    return jnp.sum(w.reshape(lead + w.shape) * (f(u) + f(-u)), axis=-1)
 
 
 @functools.cache
@@ -543,7 +546,9 @@ def _mean_field(act, sigma_w2, sigma_b2):
     chaotic = (chi_1 > 1) & jnp.isfinite(q)
     c_star = jnp.where(chaotic, chaotic_c, jnp.ones((), dtype))
     u1, u2, w = _pair_nodes(qf, c_star, dtype)
-    chi_c = sigma_w2 * jnp.sum(w * dact(u1) * dact(u2))
+    # At c* = 1 the c-map's slope is χ₁ itself; the two-dimensional rule would differ from it
+    # by hundreds of ulps, which reads as a finite ξ_c ~ 1/eps on the critical line.
+    chi_c = jnp.where(c_star == 1, chi_1, sigma_w2 * jnp.sum(w * dact(u1) * dact(u2)))
     return MeanField(
         q_star=q,
         c_star=c_star,

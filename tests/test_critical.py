@@ -207,3 +207,21 @@ def test_noisy_gd_and_sgd_escape_times():
     assert abs(mean - want) < 4 * err, (mean, err, want)
     # Same noise level per step, so the two escape-time distributions agree.
     assert abs(tau_sgd.mean() - tau.mean()) < 4 * math.hypot(err, tau.std() / math.sqrt(SEEDS))
+
+
+def test_concrete_arrays_are_checked_too():
+    with pytest.raises(ValueError, match="curvature"):
+        critical.saddle_escape_cdf(
+            10, curvature=-20.0, learning_rate=0.1, radius=1.0, noise_std=0.1
+        )
+    with pytest.raises(ValueError, match="damping"):
+        critical.find_critical_point(
+            lambda p, b: p[0] ** 2 - p[1] ** 2, jnp.array([0.3, 0.2]), None, damping=jnp.array(0.0)
+        )
+    # Traced values (sweeps) pass: the check is for concrete inputs only.
+    cdf = jax.vmap(
+        lambda g: critical.saddle_escape_cdf(
+            5, curvature=g, learning_rate=0.1, radius=1.0, noise_std=0.1
+        )
+    )
+    assert cdf(jnp.array([0.5, 1.0])).shape == (2,)

@@ -1,4 +1,5 @@
 import functools
+import random
 
 import jax
 import jax.numpy as jnp
@@ -109,7 +110,9 @@ def test_mnist1d_published_shapes_and_determinism():
     # Global NumPy RNG untouched; regeneration identical; another seed differs.
     np.testing.assert_array_equal(np.random.get_state()[1], state[1])  # noqa: NPY002
     ll.data._mnist1d_cached.cache_clear()
+    py_state = random.getstate()
     assert_same(d, ll.data.mnist1d())
+    assert random.getstate() == py_state  # the generator seeds Python's RNG too
     small = ll.data.mnist1d(seed=0, num_samples=200, train_split=0.75)
     assert small.x_train.shape == (150, 40) and small.x_test.shape == (50, 40)
     assert differs(small, ll.data.mnist1d(seed=1, num_samples=200, train_split=0.75))

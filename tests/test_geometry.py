@@ -669,3 +669,44 @@ def test_bad_arguments_raise_clear_errors():
         geo.pac_bayes_flatness(loss_fn, w, None, key=jr.key(0), sigma_min=1.0, sigma_max=0.1)
     with pytest.raises(ValueError, match=r"params_b: leaf .* shape \(3,\)"):
         geo.interpolate(loss_fn, w, jnp.zeros(3), None)
+
+
+def test_more_bad_inputs_are_named_and_edge_dtypes_work():
+    k = jr.key(0)
+    quad = lambda p, b: p @ p  # noqa: E731
+    with pytest.raises(ValueError, match="epsilon: expected finite numbers > 0"):
+        geo.basin_volume(quad, jnp.zeros(3), None, key=k, epsilon=jnp.array(-0.1))
+    with pytest.raises(ValueError, match="params: expected floating-point"):
+        geo.slice_1d(lambda p, b: p.sum(), jnp.zeros(2, jnp.int32), None, key=k)
+    for fn in (geo.epsilon_sharpness, geo.basin_volume):
+        with pytest.raises(ValueError, match="params: expected a pytree with at least one"):
+            fn(lambda p, b: jnp.zeros(()), {}, None, key=k, epsilon=0.1)
+    with pytest.raises(ValueError, match="directions: expected a pair"):
+        geo.slice_2d(quad, jnp.zeros(2), None, directions=jnp.zeros(2))
+    with pytest.raises(ValueError, match="direction: expected the same tree structure"):
+        geo.normalize_direction({"a": jnp.ones(2)}, {"b": jnp.ones(2)})
+    # A bare string names one measure, not its characters.
+    s = geo.sharpness(quad, jnp.zeros(2), None, key=k, measures="trace")
+    np.testing.assert_allclose(s.trace, 4.0, rtol=1e-5)
+    # Doubling radii stop at the dtype's largest value instead of overflowing to inf.
+    flat = lambda p, b: 0.01 * jnp.tanh(jnp.sum(p**2))  # noqa: E731
+    r = geo.basin_volume(
+        flat,
+        jnp.zeros(2),
+        None,
+        key=k,
+        epsilon=0.1,
+        num_directions=8,
+        num_bootstrap=10,
+        num_scan=150,
+    )
+    assert np.all(np.isfinite(r.radii)) and int(r.num_unbounded) == 8
+    # bfloat16 params: the grid keeps num_points distinct values.
+    s = geo.slice_1d(
+        lambda q, b: jnp.sum(q.astype(jnp.float32) ** 2),
+        jnp.ones(2, jnp.bfloat16),
+        None,
+        direction=jnp.ones(2, jnp.bfloat16),
+        num_points=301,
+    )
+    assert len(set(np.asarray(s.alphas, np.float32).tolist())) == 301

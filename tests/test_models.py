@@ -505,3 +505,31 @@ def test_layer_outputs_in_call_order():
 def test_bad_arguments(build, match):
     with pytest.raises(ValueError, match=match):
         build()
+
+
+def test_bad_inputs_at_apply_time_are_named():
+    # Malformed BatchNorm statistics would silently switch a layer to batch statistics.
+    m = ll.models.mlp([4, 8, 3], norm="batch")
+    p = m.init(KEY)
+    x = jax.random.normal(KEY, (16, 4))
+    st = m.stats(p, x)
+    assert float(jnp.max(jnp.abs(m.apply(p, x[:2], stats=st) - m.apply(p, x[:2])))) > 1e-3
+    with pytest.raises(ValueError, match=r"stats: no statistics for layers \['BatchNorm_0'\]"):
+        m.apply(p, x[:2], stats={"batch_stats": st})
+    with pytest.raises(ValueError, match="stats: BatchNorm .* needs both 'mean' and 'var'"):
+        m.apply(p, x[:2], stats={"BatchNorm_0": {"mean": jnp.zeros(8)}})
+    # Token ids: negative ones embed as NaN like other out-of-vocabulary ids; floats refused.
+    t = ll.models.transformer(8, 3, num_classes=7, width=16, num_heads=2)
+    pt = t.init(KEY)
+    out = t.apply(pt, jnp.array([[1, 2, 7], [1, 2, -1], [1, 2, 8]]))
+    assert np.asarray(jnp.isfinite(out).all(-1)).tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="tokens: expected integer token ids"):
+        t.apply(pt, jnp.array([[1.0, 2.0, 6.9]]))
+    # A spatial size that collapses to zero is named at build time, not a ZeroDivisionError.
+    with pytest.raises(
+        ValueError, match=r"input_shape: \(8,\) shrinks to \(0,\) after conv layer 0"
+    ):
+        ll.models.cnn((8,), pool="max", pool_size=4)
+    with pytest.raises(ValueError, match="branch_scale: expected a finite float"):
+        ll.models.resmlp(8, 2, in_dim=4, out_dim=3, branch_scale=float("nan"))
+    assert ll.models.resmlp(8, 2, in_dim=4, out_dim=3, branch_scale=np.float32(0.5)).init(KEY)

@@ -533,3 +533,13 @@ def test_resmlp_depth_scaled_zero_branch_and_normalised():
     assert len(blocks) == depth
     np.testing.assert_allclose(p.second_moment[jnp.array(blocks)], 1.0, rtol=1e-4)
     np.testing.assert_allclose(p.mean[jnp.array(blocks)], 0.0, atol=1e-5)
+
+
+def test_length_map_broadcasts_over_q_and_critical_xi_c_is_infinite(x64):
+    q = jnp.linspace(0.5, 3.0, 180)  # as many q's as quadrature nodes: no silent sum
+    np.testing.assert_allclose(signal.length_map("relu", 2.0, 0.0, q), q, rtol=1e-12)
+    assert signal.length_map("tanh", 1.5, 0.1, jnp.array([1.0, 3.0])).shape == (2,)
+    # On the critical line χ_c = χ₁ = 1 to rounding: ξ_c = inf, not ~1/eps.
+    for act, sb2 in (("tanh", 0.05), ("erf", 0.1)):
+        w = signal.critical_sigma_w2(act, sb2)
+        assert np.isinf(float(signal.mean_field(act, w, sb2).xi_c)), act
