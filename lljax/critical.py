@@ -39,6 +39,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from lljax import _linalg
+from lljax.train import _check_sign
 
 LossFn = Callable[[Any, Any], jax.Array]
 
@@ -160,7 +161,7 @@ def find_critical_point(
     """
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
         raise ValueError(f"num_steps: expected a positive int, got {num_steps!r}")
-    _check_concrete(damping, "damping", "> 0")
+    _check_sign(damping, "damping", positive=True)
     flat, unravel, f = _flat(loss_fn, params, batch)
     grad_fn = jax.grad(f)
     eye = jnp.eye(flat.shape[0], dtype=flat.dtype)
@@ -318,21 +319,6 @@ def escape_times(
     return jax.vmap(one)(keys)
 
 
-def _check_concrete(value, name: str, low: str) -> None:
-    """A ValueError for concrete values that are non-finite or not ``low`` (``"> 0"`` or
-    ``">= 0"``); traced values (swept under jit/vmap) pass through."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    v = np.asarray(value)
-    ok = (
-        v.dtype.kind in "iuf"
-        and np.all(np.isfinite(v))
-        and np.all(v > 0 if low == "> 0" else v >= 0)
-    )
-    if not ok:
-        raise ValueError(f"{name}: expected finite values {low}, got {value!r}")
-
-
 def saddle_escape_cdf(
     t,
     *,
@@ -375,14 +361,14 @@ def saddle_escape_cdf(
       >>> round(float(p), 4)  # P(|N(0, 1.1^100 · 1e-4)| ≥ 1)
       0.3943
     """
-    for name, value, low in (
-        ("curvature", curvature, ">= 0"),
-        ("learning_rate", learning_rate, "> 0"),
-        ("radius", radius, "> 0"),
-        ("noise_std", noise_std, ">= 0"),
-        ("initial_std", initial_std, ">= 0"),
+    for name, value, positive in (
+        ("curvature", curvature, False),
+        ("learning_rate", learning_rate, True),
+        ("radius", radius, True),
+        ("noise_std", noise_std, False),
+        ("initial_std", initial_std, False),
     ):
-        _check_concrete(value, name, low)
+        _check_sign(value, name, positive=positive)
     t = jnp.asarray(t)
     dtype = jnp.result_type(t, curvature, learning_rate, float)
     log_a = jnp.log1p(jnp.asarray(learning_rate, dtype) * jnp.asarray(curvature, dtype))

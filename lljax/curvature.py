@@ -457,11 +457,8 @@ def blocks(op: Operator, params: Any) -> dict[str, Operator]:
     paths, sizes = _leaf_paths_and_sizes(params)
     if not any(path for path in paths):
         raise ValueError("params: expected a pytree with named top-level entries (a dict)")
-    total = {}
-    for path, size in zip(paths, sizes, strict=True):
-        if path:
-            total[path[0]] = total.get(path[0], 0) + size
-    names = [name for name, size in total.items() if size > 0]
+    sized = zip(paths, sizes, strict=True)
+    names = list(dict.fromkeys(path[0] for path, size in sized if path and size))
     if not names:
         raise ValueError("params: no top-level entry holds any parameters")
     return {name: restrict(op, params, name) for name in names}

@@ -60,7 +60,7 @@ from lljax import _static
 from lljax import curvature as curvature_lib
 from lljax import data as data_lib
 from lljax import spectrum as spectrum_lib
-from lljax.train import as_key
+from lljax.train import _check_sign, as_key
 
 Params = Any
 
@@ -78,22 +78,6 @@ def _check_int(value, name: str, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
     return int(value)
-
-
-def _check_positive(value, name: str, *, allow_zero: bool = False):
-    """Checks concrete numbers and arrays; traced values (swept under vmap) pass through."""
-    if isinstance(value, (jax.Array, np.ndarray)) and not isinstance(value, jax.core.Tracer):
-        v = np.asarray(value)
-        if v.dtype.kind in "iuf" and (
-            not np.all(np.isfinite(v)) or np.any(v < 0 if allow_zero else v <= 0)
-        ):
-            kind = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{name}: expected finite numbers {kind}, got {value!r}")
-    elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-        if not (value >= 0 if allow_zero else value > 0) or not math.isfinite(value):
-            kind = ">= 0" if allow_zero else "> 0"
-            raise ValueError(f"{name}: expected a finite number {kind}, got {value!r}")
-    return value
 
 
 def _concrete(value) -> float | None:
@@ -461,8 +445,8 @@ def epsilon_sharpness(
     """
     key = as_key(key)
     _float_dtype(params)
-    _check_positive(epsilon, "epsilon")
-    _check_positive(step_size, "step_size")
+    _check_sign(epsilon, "epsilon", positive=True)
+    _check_sign(step_size, "step_size", positive=True)
     num_steps = _check_int(num_steps, "num_steps")
     num_lanczos_steps = _check_int(num_lanczos_steps, "num_lanczos_steps", low=0)
     return _epsilon_sharpness(
@@ -575,7 +559,7 @@ def expected_sharpness(
       Jiang et al. 2019, arXiv:1912.02178.
     """
     key = as_key(key)
-    _check_positive(sigma, "sigma", allow_zero=True)
+    _check_sign(sigma, "sigma")
     num_samples = _check_int(num_samples, "num_samples")
     return _expected_sharpness(
         loss_fn,
@@ -653,9 +637,9 @@ def pac_bayes_flatness(
       arXiv:1912.02178; Dziugaite & Roy 2017, arXiv:1703.11008.
     """
     key = as_key(key)
-    _check_positive(target_deviation, "target_deviation")
-    _check_positive(sigma_min, "sigma_min")
-    _check_positive(sigma_max, "sigma_max")
+    _check_sign(target_deviation, "target_deviation", positive=True)
+    _check_sign(sigma_min, "sigma_min", positive=True)
+    _check_sign(sigma_max, "sigma_max", positive=True)
     lo, hi = _concrete(sigma_min), _concrete(sigma_max)
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"sigma_max: expected more than sigma_min={lo}, got {hi}")
@@ -756,7 +740,7 @@ def log_determinant(
     References:
       Ubaru, Chen & Saad 2017, SIAM J. Matrix Anal. Appl. 38 (SLQ for log det).
     """
-    _check_positive(damping, "damping")
+    _check_sign(damping, "damping", positive=True)
     n = _operator_size(op)
     d = spectrum_lib.density(
         op,
@@ -853,7 +837,7 @@ def sharpness(
         ("target_deviation", target_deviation),
         ("volume_epsilon", volume_epsilon),
     ):
-        _check_positive(value, name)
+        _check_sign(value, name, positive=True)
     return _sharpness(
         loss_fn,
         params,
@@ -1048,8 +1032,8 @@ def basin_volume(
     """
     key = as_key(key)
     _float_dtype(params)
-    _check_positive(epsilon, "epsilon")
-    _check_positive(min_radius, "min_radius")
+    _check_sign(epsilon, "epsilon", positive=True)
+    _check_sign(min_radius, "min_radius", positive=True)
     num_directions = _check_int(num_directions, "num_directions", low=2)
     num_scan = _check_int(num_scan, "num_scan")
     num_bisections = _check_int(num_bisections, "num_bisections", low=0)
@@ -1913,8 +1897,8 @@ def connect(
         raise ValueError(
             f"optimizer: expected an optax.GradientTransformation, got {type(optimizer).__name__}"
         )
-    _check_positive(learning_rate, "learning_rate")
-    _check_positive(init_noise, "init_noise", allow_zero=True)
+    _check_sign(learning_rate, "learning_rate", positive=True)
+    _check_sign(init_noise, "init_noise")
     num_points = _check_int(num_points, "num_points", low=2)
     return _connect(
         loss_fn,

@@ -657,10 +657,10 @@ def _configure(
                 "jax.vmap llc over them (one compiled call)"
             )
     _check_sampler_options(sampler, sampler_options)
-    optim._check_sign(step_size, "step_size", positive=True)
-    optim._check_sign(nbeta, "nbeta", positive=True)
-    optim._check_sign(temperature, "temperature", positive=True)  # β = nβ / T
-    optim._check_sign(localization, "localization")
+    train_lib._check_sign(step_size, "step_size", positive=True)
+    train_lib._check_sign(nbeta, "nbeta", positive=True)
+    train_lib._check_sign(temperature, "temperature", positive=True)  # β = nβ / T
+    train_lib._check_sign(localization, "localization")
     dtype = jnp.result_type(float)
     hyper = _Hyper(
         step_size=jnp.asarray(step_size, dtype),

@@ -51,6 +51,8 @@ import jax.random as jr
 import numpy as np
 import optax
 
+from lljax.train import _check_sign
+
 Params = Any
 
 __all__ = [
@@ -121,22 +123,6 @@ def _check_key(key, name: str):
     if key is None:
         raise ValueError(f"{name}: key is required (e.g. key=jax.random.key(0)) for the noise")
     return key
-
-
-def _check_sign(value, name: str, *, positive: bool = False):
-    """A ValueError for a concrete value (number or array) that is non-finite or below 0
-    (``positive``: not above 0); traced values pass through, so the transformation can
-    still be built inside jit/vmap with swept hyperparameters."""
-    if value is None or isinstance(value, (bool, jax.core.Tracer)):
-        return value
-    if isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
-        v = np.asarray(value)
-        if v.dtype.kind in "iuf" and (
-            not np.all(np.isfinite(v)) or np.any(v <= 0 if positive else v < 0)
-        ):
-            kind = "positive" if positive else "non-negative"
-            raise ValueError(f"{name}: expected finite {kind} values, got {value}")
-    return value
 
 
 def _leaf_noise(key: jax.Array, tree: Params) -> Params:

@@ -307,21 +307,14 @@ def _stderr(samples: jax.Array, axis: int = 0) -> jax.Array:
     return jnp.std(samples, axis=axis, ddof=1) / math.sqrt(num)
 
 
-def _working_dtype(dtype):
-    """float16/bfloat16 operators keep their products; the Krylov vectors and scalars are
-    float32 (LAPACK has no half-precision solvers, and half-precision Gram–Schmidt would
-    leave the basis orthogonal to only ~1e-3)."""
-    dtype = jnp.dtype(dtype)
-    if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4:
-        return jnp.dtype(jnp.float32)
-    return dtype
-
-
 def _widen(matvec, dtype):
-    wide = _working_dtype(dtype)
-    if wide == jnp.dtype(dtype):
-        return matvec, wide
-    return (lambda v: matvec(v).astype(wide)), wide
+    """``(matvec, dtype)`` for the Krylov algebra: float16/bfloat16 operators keep their
+    products, but their vectors and scalars are float32 (LAPACK has no half-precision
+    solvers, and half-precision Gram–Schmidt would leave the basis orthogonal to ~1e-3)."""
+    dtype = jnp.dtype(dtype)
+    if not (jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < 4):
+        return matvec, dtype
+    return (lambda v: matvec(v).astype(jnp.float32)), jnp.dtype(jnp.float32)
 
 
 def _as_operator(op) -> Operator:

@@ -530,6 +530,22 @@ def _check_int(value, name: str, *, low: int = 1, optional: bool = False):
     return int(value)
 
 
+def _check_sign(value, name: str, *, positive: bool = False):
+    """A ValueError for a concrete value (number or array) that is non-finite or below 0
+    (``positive``: not above 0); traced values pass through, so the transformation can
+    still be built inside jit/vmap with swept hyperparameters."""
+    if value is None or isinstance(value, (bool, jax.core.Tracer)):
+        return value
+    if isinstance(value, (int, float, np.number, np.ndarray, jax.Array)):
+        v = np.asarray(value)
+        if v.dtype.kind in "iuf" and (
+            not np.all(np.isfinite(v)) or np.any(v <= 0 if positive else v < 0)
+        ):
+            kind = "positive" if positive else "non-negative"
+            raise ValueError(f"{name}: expected finite {kind} values, got {value}")
+    return value
+
+
 def _check_common(
     data,
     batch_size,

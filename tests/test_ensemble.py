@@ -315,17 +315,24 @@ def test_train_validates_arguments(kwargs, match):
         ensemble.train(MODEL, LOSS, OPT, DATA, **args)
 
 
-def test_summary_table_and_exports(tmp_path):
-    pop = ensemble.train(
+def _lr_sweep(lrs, **kwargs):
+    """One population, a member per learning rate."""
+    hp = {"lr": jnp.array(lrs)}
+    return ensemble.train(
         MODEL,
         LOSS,
         _sgd,
         DATA,
         key=jr.key(13),
-        num_members=4,
-        hyperparams={"lr": jnp.array([0.01, 0.1, 0.3, 0.0])},
+        num_members=len(lrs),
+        hyperparams=hp,
         **KW,
+        **kwargs,
     )
+
+
+def test_summary_table_and_exports(tmp_path):
+    pop = _lr_sweep([0.01, 0.1, 0.3, 0.0])
     table = ensemble.summary(
         pop, LOSS, DATA, measures={"first_bias": lambda p, d: p["Dense_0"]["bias"][0]}
     )
@@ -362,17 +369,7 @@ def test_summary_table_and_exports(tmp_path):
 
 
 def test_summary_of_a_diverged_member_has_no_accuracy():
-    pop = ensemble.train(
-        MODEL,
-        LOSS,
-        _sgd,
-        DATA,
-        key=jr.key(13),
-        num_members=3,
-        hyperparams={"lr": jnp.array([0.1, 1e4, 0.3])},
-        on_nonfinite="flag",
-        **KW,
-    )
+    pop = _lr_sweep([0.1, 1e4, 0.3], on_nonfinite="flag")
     table = ensemble.summary(pop, LOSS, DATA)
     assert table["diverged_step"][1] >= 0 and np.isnan(table["test_accuracy"][1])
     assert np.isnan(pop.history["test_accuracy"][1, -1])

@@ -69,11 +69,16 @@ def test_bulk_edge_and_count_on_synthetic_spectrum():
     edge = spectra.bulk_edge(grid, dens, level)
     # The bulk's Gaussian-smoothed tail falls to 1% of one eigenvalue's peak about 3.4 σ past
     # the last bulk eigenvalue (1.17), well short of the outliers at 3. The edge is the first
-    # grid point past the exact crossing, found here by root bracketing.
-    tail = lambda x: spectra.smoothed_measure(np.array([x]), lam, weights, sigma)[0] - level
+    # grid point past the exact crossing, found here by root bracketing of the mixture
+    # written out independently of the code under test.
+    peak = 1.0 / (lam.size * sigma * math.sqrt(2 * math.pi))  # one eigenvalue's kernel peak
+    assert level == pytest.approx(0.01 * peak, rel=1e-12)
+
+    def tail(x):
+        return peak * np.sum(np.exp(-0.5 * ((x - lam) / sigma) ** 2)) - level
+
     exact = scipy.optimize.brentq(tail, 1.0, 2.0, xtol=1e-12)  # the gap: 1 to 3
     assert exact <= edge < exact + (grid[1] - grid[0])
-    assert 1.0 + 3 * sigma < exact < 1.0 + 4 * sigma
     assert spectra.count_outliers(np.sort(lam)[::-1][:16], edge) == 10
 
 

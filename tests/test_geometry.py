@@ -674,7 +674,7 @@ def test_bad_arguments_raise_clear_errors():
 def test_more_bad_inputs_are_named_and_edge_dtypes_work():
     k = jr.key(0)
     quad = lambda p, b: p @ p  # noqa: E731
-    with pytest.raises(ValueError, match="epsilon: expected finite numbers > 0"):
+    with pytest.raises(ValueError, match="epsilon: expected finite positive values"):
         geo.basin_volume(quad, jnp.zeros(3), None, key=k, epsilon=jnp.array(-0.1))
     with pytest.raises(ValueError, match="params: expected floating-point"):
         geo.slice_1d(lambda p, b: p.sum(), jnp.zeros(2, jnp.int32), None, key=k)
