@@ -505,14 +505,19 @@ def _epsilon_sharpness(
     return EpsilonSharpness(value, loss0, best, unravel(best_z))
 
 
-def _gaussian_deviations(f, flat, z, sigma, loss0, chunk_size):
-    """Per-sample antithetic ``½(L(w + σz) + L(w − σz)) − L(w)``."""
+def _gaussian_deviations(f, flat, keys, sigma, loss0, chunk_size):
+    """Per-sample antithetic ``½(L(w + σz) + L(w − σz)) − L(w)``, one ``z`` per key.
 
-    def one(zi):
-        dz = (sigma * zi).astype(flat.dtype)
+    Each ``z`` is drawn inside the mapped function, so ``chunk_size`` bounds the memory of
+    the perturbations too (a ``(num_samples, d)`` matrix would not fit for large models);
+    the same keys give the same ``z`` at every σ (common random numbers).
+    """
+
+    def one(k):
+        dz = (sigma * jr.normal(k, flat.shape, flat.dtype)).astype(flat.dtype)
         return 0.5 * (f(flat + dz) + f(flat - dz)) - loss0
 
-    return _map(one, z, chunk_size)
+    return _map(one, keys, chunk_size)
 
 
 def expected_sharpness(
@@ -580,8 +585,7 @@ def _expected_sharpness(
     flat, unravel = ravel_pytree(params)
     f = lambda v: loss_fn(unravel(v), batch, **loss_kwargs)
     loss0 = f(flat)
-    z = jr.normal(key, (num_samples, flat.size), flat.dtype)
-    dev = _gaussian_deviations(f, flat, z, sigma, loss0, chunk_size)
+    dev = _gaussian_deviations(f, flat, jr.split(key, num_samples), sigma, loss0, chunk_size)
     return spectrum_lib.Estimate(jnp.mean(dev), _stderr(dev))
 
 
@@ -680,8 +684,8 @@ def _pac_bayes_flatness(
     flat, unravel = ravel_pytree(params)
     f = lambda v: loss_fn(unravel(v), batch, **loss_kwargs)
     loss0 = f(flat)
-    z = jr.normal(key, (num_samples, flat.size), flat.dtype)
-    dev = lambda s: jnp.mean(_gaussian_deviations(f, flat, z, s, loss0, chunk_size))
+    keys = jr.split(key, num_samples)
+    dev = lambda s: jnp.mean(_gaussian_deviations(f, flat, keys, s, loss0, chunk_size))
     dtype = loss0.dtype
     lo = jnp.log(jnp.asarray(sigma_min, dtype))
     hi = jnp.log(jnp.asarray(sigma_max, dtype))
@@ -697,7 +701,7 @@ def _pac_bayes_flatness(
     a, _ = lax.fori_loop(0, num_bisections, body, (lo, hi))
     log_sigma = jnp.where(ok_hi, hi, jnp.where(ok_lo, a, lo))
     sigma = jnp.exp(log_sigma)
-    samples = _gaussian_deviations(f, flat, z, sigma, loss0, chunk_size)
+    samples = _gaussian_deviations(f, flat, keys, sigma, loss0, chunk_size)
     return PacBayesFlatness(
         sigma, 1.0 / sigma**2, jnp.mean(samples), _stderr(samples), ok_lo & ~ok_hi
     )
@@ -1092,12 +1096,13 @@ def _basin_volume(
     dtype = loss0.dtype
     inside = lambda v: f(v) - loss0 <= epsilon  # NaN counts as outside
     k_dir, k_boot = jr.split(key)
-    u = jr.normal(k_dir, (num_directions, dim), flat.dtype)
-    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
     # Doubling radii, capped at the dtype's largest finite value (float32 overflows at 2¹²⁸).
     grid = jnp.minimum(min_radius * 2.0 ** jnp.arange(num_scan, dtype=dtype), jnp.finfo(dtype).max)
 
-    def radius(ui):
+    def radius(k):
+        # Drawn here, not as a (num_directions, d) matrix, so chunk_size bounds the memory.
+        ui = jr.normal(k, flat.shape, flat.dtype)
+        ui = ui / jnp.linalg.norm(ui)
         ray = lambda r: flat + (r * ui).astype(flat.dtype)
         outside = ~jax.vmap(lambda r: inside(ray(r)))(grid)
         found = jnp.any(outside)
@@ -1114,7 +1119,7 @@ def _basin_volume(
         a, b = lax.fori_loop(0, num_bisections, body, (lo, hi))
         return jnp.where(found, 0.5 * (a + b), grid[-1]), ~found
 
-    radii, unbounded = _map(radius, u, chunk_size)
+    radii, unbounded = _map(radius, jr.split(k_dir, num_directions), chunk_size)
     log_terms = dim * jnp.log(radii)
     log_n = math.log(num_directions)
     log_ball = log_unit_ball_volume(dim)

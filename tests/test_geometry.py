@@ -710,3 +710,46 @@ def test_more_bad_inputs_are_named_and_edge_dtypes_work():
         num_points=301,
     )
     assert len(set(np.asarray(s.alphas, np.float32).tolist())) == 301
+
+
+def test_chunk_size_bounds_the_memory_of_random_directions():
+    # Each ray's or sample's direction is drawn inside the chunked map: a (num, d) matrix of
+    # directions would not fit for large models whatever chunk_size was (the old behaviour:
+    # 3.8 GiB of temporaries at d = 250k, 1000 rays, at every chunk size).
+    d, num = 40_000, 256
+    params = {"w": jnp.zeros(d)}
+    loss_fn = lambda p, b: 0.5 * jnp.sum(p["w"] ** 2)
+    matrix = num * d * 4
+    fns = {
+        "basin_volume": lambda p, c: (
+            geo.basin_volume(
+                loss_fn,
+                p,
+                None,
+                key=jr.key(0),
+                epsilon=0.1,
+                num_directions=num,
+                num_bootstrap=10,
+                chunk_size=c,
+            ).log_volume
+        ),
+        "expected_sharpness": lambda p, c: (
+            geo.expected_sharpness(
+                loss_fn, p, None, key=jr.key(0), num_samples=num, chunk_size=c
+            ).value
+        ),
+        "pac_bayes_flatness": lambda p, c: (
+            geo.pac_bayes_flatness(
+                loss_fn, p, None, key=jr.key(0), num_samples=num, num_bisections=2, chunk_size=c
+            ).sigma
+        ),
+    }
+    for name, fn in fns.items():
+        temp = jax.jit(lambda p: fn(p, 4)).lower(params).compile().memory_analysis()
+        assert temp.temp_size_in_bytes < matrix / 4, (name, temp.temp_size_in_bytes, matrix)
+    # The chunked result equals the vmapped one (the same keys give the same directions).
+    small = {"w": jnp.arange(6.0) / 10}
+    for name in ("expected_sharpness", "pac_bayes_flatness", "basin_volume"):
+        np.testing.assert_allclose(
+            fns[name](small, None), fns[name](small, 3), rtol=1e-6, err_msg=name
+        )
