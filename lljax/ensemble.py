@@ -9,6 +9,15 @@ data-order key; everything member ``i`` computes depends on those two keys only,
 first members of a large population equal a smaller population with the same keys.
 ``init_keys``/``data_keys`` vary the two independently; ``same_data_order=True`` gives every
 member the data order of member 0 (a controlled comparison of initialisations).
+An optimizer that carries its own PRNG key (a sampler such as
+``lljax.optim.sgld(..., key=k)``, or ``optax.noisy_sgd``) would hand every member that same
+key; instead member ``i``'s copy of each key in the optimizer state is
+``fold_in(key, bits(data_key_i))``, so the noise follows the data-order key: members with
+different data keys draw independent noise, and members that share a data key
+(``same_data_order=True``, or equal ``data_keys``) share the noise too, on purpose (they
+differ by their initialisation only). When a hyperparameter is itself a key (the factory
+``optimizer=lambda key: sgld(..., key=key)`` with ``hyperparams={"key": keys}``), each
+member already has its own and the keys are used as given.
 
 Per-member hyperparameters. Pass ``hyperparams={"lr": jnp.array([...]), ...}`` (arrays of
 length ``num_members``; scalars are broadcast) with either
@@ -221,9 +230,23 @@ _init_params_jit = _static.jit(lambda model, keys: jax.vmap(model.init)(keys), s
 
 
 def _init_states(model, optimizer, params, init_keys, data_keys, hyperparams):
+    # A sampler built once (``sgld(..., key=k)``, ``optax.noisy_sgd``) holds one PRNG key,
+    # which a vmapped init copies to every member: the members would draw the same noise.
+    # Unless the keys come in per member (a key among the hyperparameters of a factory),
+    # each member's key leaves are folded with its data-order key (module docstring, Keys).
+    # Only here, at the start: a resumed run loads the folded keys from its checkpoint.
+    own_keys = any(_is_key_struct(v) for v in jax.tree.leaves(hyperparams))
+
     def one(p, ik, dk, hp):
         p = model.init(ik) if p is None else p
-        return train_lib.init_state(p, optimizer, key=dk, hyperparams=hp)
+        state = train_lib.init_state(p, optimizer, key=dk, hyperparams=hp)
+        if own_keys:
+            return state
+        salt = jr.bits(dk)
+        opt_state = jax.tree.map(
+            lambda x: jr.fold_in(x, salt) if _is_key_struct(x) else x, state.opt_state
+        )
+        return state._replace(opt_state=opt_state)
 
     if params is None:
         return jax.vmap(lambda ik, dk, hp: one(None, ik, dk, hp))(init_keys, data_keys, hyperparams)
@@ -388,7 +411,8 @@ def _tree_bytes(tree) -> int:
 
 
 def _is_key_struct(x) -> bool:
-    return jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _jaxpr_bytes(jaxpr) -> int:

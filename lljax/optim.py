@@ -16,9 +16,20 @@ whose annealed noise is not Langevin noise.
 
 The samplers are ``optax.GradientTransformation`` s: ``update(grads, state, params)`` returns
 the increment ``Δw`` to add with ``optax.apply_updates``. The PRNG key lives in the state
-(``state.key``), and so do the step size, temperature, ``nβ`` and ``γ`` (as arrays), so a
-sweep over them is one compiled program: build the transformation inside ``jax.vmap`` with
-per-member values, or replace the fields of a stacked state.
+(``state.key``), and so do the step size, temperature, ``nβ`` and ``γ`` (as scalar arrays), so
+a sweep over them is one compiled program: build the transformation inside ``jax.vmap`` with
+per-member values, or replace the fields of a stacked state. The hyperparameters are
+scalars: an array (one value per coordinate or per member, outside ``vmap``) is refused,
+as are optax schedules.
+
+Independent chains need their own keys. A sampler built once holds one key, so
+``jax.vmap(opt.init)(stacked_params)`` gives every chain that same key and the chains draw
+identical noise; build one sampler per chain inside ``vmap`` instead::
+
+    states = jax.vmap(lambda k, p: sgld(1e-3, 1.0, key=k).init(p))(jax.random.split(key, n), ps)
+
+(:func:`lljax.ensemble.train` does this for a sampler passed to it: it folds each member's
+data-order key into the key).
 
 Converters map other conventions onto this one: :func:`from_devinterp` / :func:`to_devinterp`
 (devinterp's ``Δw = ε/2 (−nβ ∇L − γ (w − w₀)) + N(0, ε)``) and :func:`from_blackjax` /
@@ -142,8 +153,35 @@ def _drift(grads, params, anchor, nbeta, localization):
     return jax.tree.map(lambda g, w, w0: nbeta * g + localization * (w - w0), grads, params, anchor)
 
 
+def _check_scalar(value, name: str):
+    """A ValueError for a schedule (a callable) or an array with axes: the value would be
+    held fixed, or broadcast against the params (a different step per coordinate). Traced
+    values are checked by shape too: inside ``vmap`` a per-member value is a scalar."""
+    if value is None:
+        return value
+    if callable(value):
+        raise ValueError(
+            f"{name}: schedules (callables) are not supported; pass a number (to change it "
+            f"during a run, replace the state's field: state._replace({name}=...))"
+        )
+    shape = jnp.shape(value)
+    if shape != ():
+        raise ValueError(
+            f"{name}: expected a scalar, got shape {shape}; build the sampler inside vmap "
+            "for per-member values"
+        )
+    return value
+
+
 def _check_common(learning_rate, temperature, nbeta, localization, anchor):
     """The samplers' shared arguments, checked where they are concrete."""
+    for value, name in (
+        (learning_rate, "learning_rate"),
+        (temperature, "temperature"),
+        (nbeta, "nbeta"),
+        (localization, "localization"),
+    ):
+        _check_scalar(value, name)
     _check_sign(learning_rate, "learning_rate", positive=True)
     _check_sign(temperature, "temperature")
     _check_sign(localization, "localization")
@@ -182,8 +220,9 @@ def sgld(
     With ``T = 0``, ``nβ = 1`` and no localisation it is exactly ``optax.sgd(ε)``.
 
     Args:
-      learning_rate: the step size ε (scalar or per-member array under ``vmap``).
-      temperature: T ≥ 0 (scalar or per-member array).
+      learning_rate: the step size ε, a scalar (for per-member values build the sampler
+        inside ``jax.vmap``; arrays with axes and optax schedules are refused).
+      temperature: T ≥ 0 (a scalar, as ``learning_rate``).
       key: PRNG key for the noise, stored in the state.
       nbeta: gradient scale nβ (e.g. ``n / log n`` for the tempered posterior of the LLC).
       localization: γ ≥ 0; ``None`` (default) means no anchor is stored and no pull.
@@ -262,8 +301,10 @@ def psgld(
 
     Args:
       learning_rate, temperature, key, nbeta, localization, anchor: as in :func:`sgld`.
-      decay: RMSprop decay of the squared-drift average, in [0, 1] (scalar or per-member
-        array); 1 holds ν at its state value, a fixed metric.
+      decay: RMSprop decay of the squared-drift average, in [0, 1) (a scalar). ``decay = 1``
+        holds ν at its state value, a fixed metric: a ``1`` given here is refused, since
+        ν would stay at its initial 0 (steps ``ε/eps``); hold an adapted ν after burn-in
+        with ``state._replace(decay=1.0)`` (a traced 1, inside ``vmap``, is not checked).
       eps: the damping λ added to ``√ν``.
 
     Examples:
@@ -278,10 +319,19 @@ def psgld(
     """
     key = _check_key(key, "psgld")
     _check_common(learning_rate, temperature, nbeta, localization, anchor)
+    _check_scalar(decay, "decay")
+    _check_scalar(eps, "eps")
     _check_sign(decay, "decay")
     _check_sign(eps, "eps", positive=True)
     if not isinstance(decay, jax.core.Tracer) and np.any(np.asarray(decay) > 1):
-        raise ValueError(f"decay: expected values in [0, 1], got {decay}")
+        raise ValueError(f"decay: expected values in [0, 1), got {decay}")
+    if not isinstance(decay, jax.core.Tracer) and np.any(np.asarray(decay) == 1):
+        raise ValueError(
+            "decay: 1 freezes ν at its initial 0, so the preconditioner is 1/eps (steps "
+            "ε/eps); it is meant for holding an adapted ν after burn-in: build the sampler "
+            "with decay < 1 and set state._replace(decay=1.0) once ν has adapted "
+            "(lljax.landscape.llc does this itself for sampler='psgld')"
+        )
 
     def init_fn(params):
         return PSGLDState(
@@ -345,9 +395,9 @@ def sghmc(
     ``T = 0`` is heavy-ball momentum: ``optax.sgd(η, momentum=1 − α)``.
 
     Args:
-      learning_rate: η (scalar or per-member array).
-      friction: α in (0, 1]; ``α = 1`` keeps no momentum and is exactly :func:`sgld`
-        with ε = η.
+      learning_rate: η (a scalar, as in :func:`sgld`).
+      friction: α in (0, 1] (a scalar); ``α = 1`` keeps no momentum and is exactly
+        :func:`sgld` with ε = η.
       temperature, key, nbeta, localization, anchor: as in :func:`sgld`.
 
     Examples:
@@ -362,6 +412,7 @@ def sghmc(
     """
     key = _check_key(key, "sghmc")
     _check_common(learning_rate, temperature, nbeta, localization, anchor)
+    _check_scalar(friction, "friction")
     if not isinstance(friction, (bool, jax.core.Tracer)) and isinstance(
         friction, (int, float, np.number, np.ndarray, jax.Array)
     ):
@@ -465,8 +516,8 @@ def mala_step(
       params: current position.
       state: from :func:`mala_init` or the previous step.
       key: PRNG key for this step (proposal noise and the accept draw).
-      step_size: ε.
-      temperature: T > 0.
+      step_size: ε > 0 (a scalar).
+      temperature: T > 0 (a scalar).
 
     Returns:
       ``(params, state, info)``; average ``info.acceptance_prob`` for the acceptance rate.
@@ -483,6 +534,9 @@ def mala_step(
     References:
       Roberts & Tweedie 1996 (Bernoulli 2(4)); Besag 1994.
     """
+    for value, name in ((step_size, "step_size"), (temperature, "temperature")):
+        _check_scalar(value, name)
+        _check_sign(value, name, positive=True)  # ε or T ≤ 0: the chain never moves
     k_noise, k_accept = jr.split(key)
     eps = jnp.asarray(step_size)
     temp = jnp.asarray(temperature)
@@ -522,19 +576,24 @@ def mala_step(
 # Conventions.
 
 
-def from_devinterp(epsilon: float, nbeta: float, localization: float = 0.0) -> dict:
+def from_devinterp(epsilon: float, nbeta: float, localization: float | None = 0.0) -> dict:
     """Keyword arguments for :func:`sgld` reproducing devinterp's SGLD step exactly.
 
     devinterp (``SGLD`` / ``SGMCMC.sgld``, noise level σ = 1) updates
     ``Δw = ε/2 (−nβ ∇L_m(w) − γ (w − w₀)) + N(0, ε)`` with ``L_m`` the minibatch *mean*
     loss. That is this module's rule with step ``ε/2``, the same nβ and γ, and ``T = 1``
-    (noise variance ``2 · ε/2 · 1 = ε``).
+    (noise variance ``2 · ε/2 · 1 = ε``). devinterp's γ = 0 (no pull) becomes
+    ``localization=None``: no anchor is stored and ``update`` does not need params.
 
     Examples:
       >>> import lljax as ll
       >>> ll.optim.from_devinterp(1e-4, 100.0, 10.0)
       {'learning_rate': 5e-05, 'temperature': 1.0, 'nbeta': 100.0, 'localization': 10.0}
+      >>> ll.optim.from_devinterp(1e-4, 100.0)["localization"] is None
+      True
     """
+    if _is_zero(localization):
+        localization = None
     return {
         "learning_rate": epsilon / 2,
         "temperature": 1.0,
@@ -543,13 +602,24 @@ def from_devinterp(epsilon: float, nbeta: float, localization: float = 0.0) -> d
     }
 
 
+def _is_zero(value) -> bool:
+    """Whether ``value`` is a concrete scalar 0 (``False`` for traced values)."""
+    if value is None or isinstance(value, jax.core.Tracer) or np.ndim(value) != 0:
+        return False
+    return bool(np.asarray(value) == 0)
+
+
 def to_devinterp(
-    learning_rate: float, nbeta: float = 1.0, localization: float = 0.0, temperature: float = 1.0
+    learning_rate: float,
+    nbeta: float = 1.0,
+    localization: float | None = 0.0,
+    temperature: float = 1.0,
 ) -> dict:
     """devinterp's ``(lr, nbeta, localization)`` for this module's rule (inverse of the above).
 
     devinterp has no separate temperature; ``T ≠ 1`` is folded in by dividing nβ and γ by
-    T and multiplying the step by T, which leaves the update unchanged.
+    T and multiplying the step by T, which leaves the update unchanged. ``localization=None``
+    (no pull) is devinterp's γ = 0, so ``to_devinterp(**from_devinterp(...))`` round-trips.
 
     Examples:
       >>> import lljax as ll
@@ -558,6 +628,8 @@ def to_devinterp(
     """
     if temperature <= 0:
         raise ValueError(f"temperature: devinterp needs T > 0, got {temperature}")
+    if localization is None:
+        localization = 0.0
     return {
         "lr": 2 * learning_rate * temperature,
         "nbeta": nbeta / temperature,

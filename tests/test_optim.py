@@ -206,15 +206,15 @@ def test_zero_temperature_limits_of_psgld_and_sghmc():
 
 
 def test_psgld_with_held_nu_is_sgld_with_a_fixed_metric():
-    # decay = 1 holds ν: with ν = c everywhere the chain is SGLD at step ε / (eps + √c),
-    # localisation included, draw for draw.
+    # decay = 1 in the state (after burn-in) holds ν: with ν = c everywhere the chain is
+    # SGLD at step ε / (eps + √c), localisation included, draw for draw.
     params, loss_fn = _mlp_problem()
     c, eps, lr = 4.0, 1e-3, 0.01
     anchor = jax.tree.map(jnp.zeros_like, params)
-    opt = ll.optim.psgld(
-        lr, 0.3, key=jr.key(5), decay=1.0, eps=eps, localization=0.5, anchor=anchor
+    opt = ll.optim.psgld(lr, 0.3, key=jr.key(5), eps=eps, localization=0.5, anchor=anchor)
+    held = lambda p: opt.init(p)._replace(
+        nu=jax.tree.map(lambda x: jnp.full_like(x, c), p), decay=jnp.asarray(1.0)
     )
-    held = lambda p: opt.init(p)._replace(nu=jax.tree.map(lambda x: jnp.full_like(x, c), p))
     held_opt = optax.GradientTransformation(held, opt.update)
     sgld = ll.optim.sgld(lr / (eps + 2.0), 0.3, key=jr.key(5), localization=0.5, anchor=anchor)
     a, _ = _run_opt(held_opt, params, loss_fn)
@@ -231,6 +231,10 @@ def test_psgld_with_held_nu_is_sgld_with_a_fixed_metric():
     _, states = jax.vmap(lambda g, s: opt.update(g, s))(w, states)
     np.testing.assert_array_equal(states.nu[0], jnp.ones(3))
     np.testing.assert_allclose(states.nu[1], 0.5 + 0.5 * w[1] ** 2)
+    # A concrete decay = 1 at construction would hold ν at its initial 0: G = 1/eps, and a
+    # first step of ≈ −60 for ε = 1e-3, ĝ = 0.5 (eps = 1e-5). Refused, pointing to the state.
+    with pytest.raises(ValueError, match=r"decay: 1 freezes ν.*state._replace\(decay=1.0\)"):
+        ll.optim.psgld(1e-3, key=jr.key(0), decay=1.0)
 
 
 def test_sghmc_full_friction_is_sgld():
@@ -310,6 +314,21 @@ def test_per_member_hyperparameters_one_program():
             batched[i], one(float(lrs[i]), float(temps[i]), keys[i]), rtol=1e-6
         )
     np.testing.assert_allclose(batched[0], -1e-3 * grads)  # T = 0 member is deterministic
+    # Traced scalars under jit build the sampler too (and under vmap, above).
+    lr_in_state = jax.jit(lambda lr: ll.optim.sgld(lr, 0.0, key=keys[0]).init(params))(0.5)
+    assert float(lr_in_state.learning_rate) == 0.5
+    # An array outside vmap would broadcast against the params: with params (3, 2) each
+    # column took its own step (−1e-3 and −0.1 for unit gradients). Refused, by name.
+    for make in (
+        lambda v: ll.optim.sgld(v, 0.0, key=keys[0]),
+        lambda v: ll.optim.sgld(1e-3, v, key=keys[0]),
+        lambda v: ll.optim.psgld(1e-3, key=keys[0], decay=v),
+        lambda v: ll.optim.sghmc(1e-3, key=keys[0], friction=v),
+    ):
+        with pytest.raises(ValueError, match="expected a scalar.*inside vmap"):
+            make(jnp.array([1e-3, 1e-1]))
+    with pytest.raises(ValueError, match="learning_rate: schedules .* are not supported"):
+        ll.optim.sgld(optax.linear_schedule(1e-3, 1e-4, 100), key=keys[0])
 
 
 def test_devinterp_and_blackjax_conventions():
@@ -339,6 +358,18 @@ def test_devinterp_and_blackjax_conventions():
     u, _ = opt.update(g, opt.init(w), w)
     np.testing.assert_allclose(u, h * (-nbeta * g) + np.sqrt(2 * temp * h) * xi, rtol=1e-5)
     assert ll.optim.to_blackjax(h, temp) == {"step_size": h, "temperature": temp}
+    # devinterp's γ = 0 is no localisation: no anchor stored, update without params (it
+    # was localization=0.0: a stored copy of params, and update demanded them).
+    d0 = ll.optim.from_devinterp(eps_d, nbeta)
+    assert d0["localization"] is None
+    opt = ll.optim.sgld(key=key, **d0)
+    state = opt.init(w)
+    assert state.anchor is None
+    u0, _ = opt.update(g, state)
+    np.testing.assert_allclose(u0, eps_d / 2 * (-nbeta * g) + np.sqrt(eps_d) * xi, rtol=1e-5)
+    for gam, back_gamma in ((None, 0.0), (0.0, 0.0), (gamma, gamma)):
+        rt = ll.optim.to_devinterp(**ll.optim.from_devinterp(eps_d, nbeta, gam))
+        assert rt == pytest.approx({"lr": eps_d, "nbeta": nbeta, "localization": back_gamma})
 
 
 def test_bad_arguments_raise():
@@ -354,3 +385,13 @@ def test_bad_arguments_raise():
     opt = ll.optim.sgld(1e-3, key=jr.key(0), localization=1.0)
     with pytest.raises(ValueError, match="params"):
         opt.update(jnp.ones(2), opt.init(jnp.ones(2)))
+    # MALA with ε ≤ 0 or T ≤ 0 accepted nothing (acceptance 0; T = 0 is 0/0) and never moved.
+    u = lambda w: 0.5 * jnp.sum(w**2)
+    state = ll.optim.mala_init(u, jnp.ones(2))
+    for kw, name in (
+        (dict(step_size=0.0), "step_size"),
+        (dict(step_size=-0.1), "step_size"),
+        (dict(step_size=0.1, temperature=0.0), "temperature"),
+    ):
+        with pytest.raises(ValueError, match=f"{name}: expected finite positive"):
+            ll.optim.mala_step(u, jnp.ones(2), state, key=jr.key(0), **kw)
