@@ -1,23 +1,31 @@
-"""The ``lljax`` command: ``info``, ``list`` and ``run`` experiments.
+"""The ``lljax`` command: ``info``, ``list`` and ``run`` experiments; ``lljax --version``.
 
 ``lljax run NAME [--preset quick|full] [--out DIR] [--seed N] [--set KEY=VALUE ...]`` runs a
 registered experiment (see :mod:`lljax.experiments`), writes ``results.json``, PNG figures
 and ``report.html`` into the output folder (default ``runs/NAME-PRESET``), then prints a
-summary table and the folder. Bad arguments print one line and exit with status 2; a failed
-experiment prints one line, keeps its traceback in ``error.log`` and exits with status 1.
+summary table and the folder.
+
+Bad arguments (an unknown command, experiment, preset or setting, a ``--set`` value of the
+wrong type, an unwritable output folder) print one line and exit with status 2 before
+anything is written. A failed experiment prints one line, keeps its traceback in
+``error.log`` in the output folder and exits with status 1. That includes a ``--set`` value
+of the right type that the experiment itself rejects (``--set baselines=foo`` for
+``quickstart`` raises ValueError when the experiment starts): experiments have no separate
+validation step the command could run before creating the folder.
 
 Examples:
   >>> from lljax import cli
   >>> cli.parse_value("300"), cli.parse_value("1e-2"), cli.parse_value("[64, 64]")
   (300, 0.01, [64, 64])
-  >>> cli.parse_value("relu")
-  'relu'
+  >>> cli.parse_value("relu"), cli.parse_value("-inf")
+  ('relu', -inf)
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import math
 import shlex
 import sys
 import traceback
@@ -38,13 +46,26 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+# Python's spellings of the non-finite floats (float() accepts them, literal_eval does not).
+_NON_FINITE = frozenset(
+    sign + word for sign in ("", "+", "-") for word in ("inf", "infinity", "nan")
+)
+
+
 def parse_value(text: str) -> Any:
-    """A ``--set`` value: a Python literal (number, bool, list, ...) or else the bare string."""
+    """A ``--set`` value: a Python literal (number, bool, list, ...) or else the bare string.
+
+    ``inf``, ``-inf`` and ``nan`` (any case, as :func:`float` spells them) are floats, for
+    float settings (``--set tolerance=inf``); a string setting given one of these words
+    keeps the word.
+    """
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered in ("none", "null"):
         return None
+    if lowered in _NON_FINITE:
+        return float(lowered)
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -104,9 +125,14 @@ def _coerce_item(key: str, item: Any, default: Sequence[Any]) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``lljax`` command."""
+    from lljax import __version__
+
     parser = _Parser(
         prog="lljax",
         description="lljax: the science of deep-learning loss landscapes in JAX.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"lljax {__version__}", help="print the version"
     )
     sub = parser.add_subparsers(dest="command", metavar="{info,list,run}", parser_class=_Parser)
     p_info = sub.add_parser("info", help="versions, backend and devices")
@@ -202,7 +228,20 @@ def _parse_overrides(name: str, preset: str, items: Sequence[str]) -> dict[str, 
         if key not in defaults:
             known = ", ".join(defaults) or "none"
             raise UsageError(f"--set: {key!r} is not a setting of {name!r} (settings: {known})")
-        overrides[key] = _coerce(key, parse_value(text), defaults[key])
+        value = parse_value(text)
+        try:
+            overrides[key] = _coerce(key, value, defaults[key])
+        except UsageError:
+            # "nan"/"inf" for a setting that is not a float (a string one) is the word itself.
+            if not (isinstance(value, float) and not math.isfinite(value)):
+                raise
+            try:
+                overrides[key] = _coerce(key, text.strip(), defaults[key])
+            except UsageError:
+                raise UsageError(
+                    f"--set {key}: expected {type(defaults[key]).__name__} like "
+                    f"{defaults[key]!r}, got {text.strip()!r}"
+                ) from None
     return overrides
 
 
@@ -277,7 +316,9 @@ def _cmd_run(args) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``lljax`` command with ``argv`` (default ``sys.argv[1:]``); returns the status.
 
-    Status 0 on success, 1 when an experiment fails, 2 on bad arguments, 130 on Ctrl-C.
+    Status 0 on success (``--help`` and ``--version`` included), 1 when an experiment fails
+    (also when it rejects a ``--set`` value itself, see the module docstring), 2 on bad
+    arguments, 130 on Ctrl-C.
     """
     parser = build_parser()
     try:

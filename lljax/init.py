@@ -110,9 +110,11 @@ def _orthogonal(gain: float) -> Initializer:
         # Q of a Gaussian matrix with the signs of diag(R) divided out is Haar-distributed
         # (Mezzadri 2007); the same draw as jax.nn.initializers.orthogonal, but with a QR
         # that a vmapped population init on the CPU cannot deadlock (see lljax._linalg).
-        q, r = _linalg.qr(jr.normal(key, (max(rows, cols), min(rows, cols)), dtype))
+        # LAPACK has no half-precision QR: draw and factor in at least float32, then cast.
+        work = jnp.promote_types(dtype, jnp.float32)
+        q, r = _linalg.qr(jr.normal(key, (max(rows, cols), min(rows, cols)), work))
         q = q * jnp.sign(jnp.diagonal(r))[None, :]
-        return (gain * (q if rows >= cols else q.T)).reshape(shape)
+        return (gain * (q if rows >= cols else q.T)).reshape(shape).astype(dtype)
 
     return init
 
@@ -266,7 +268,8 @@ def fixup(base: str | InitScheme = "he") -> InitScheme:
     """Fixup (Zhang et al. 2019, arXiv:1901.09321).
 
     Inside each of the L residual branches of m layers the layers are rescaled by
-    L^(-1/(2m-2)); the last layer of each branch and the classifier start at zero.
+    L^(-1/(2m-2)); the last layer of each branch and the classifier start at zero, kernels
+    and biases (whatever the base scheme's σ_b²), so every block is the identity at init.
 
     Examples:
       >>> import jax, lljax as ll

@@ -464,8 +464,10 @@ class ResidualBlock(nn.Module):
             z = nn.Dense(
                 self.width,
                 use_bias=self.bias,
+                # Fixup: the branch's last layer, bias included, starts at zero, so the
+                # block is the identity at init whatever the base scheme's σ_b².
                 kernel_init=_zeros if (last and self.fixup_depth) else kernel_init,
-                bias_init=self.scheme.bias,
+                bias_init=_zeros if (last and self.fixup_depth) else self.scheme.bias,
                 param_dtype=h.dtype,
             )(z)
             if not last:
@@ -586,8 +588,8 @@ def resmlp(
     The init scheme's residual rule is honoured: ``depth_scaled`` sets α = 1/√depth,
     ``zero_branch`` makes α a learnable scalar starting at 0 (so at init the net is
     ``head(norm(embed(x)))``), ``fixup`` scales the non-final branch layers by
-    ``depth^(-1/(2m-2))`` (m = ``branch_layers``) and zeros each branch's last layer and the
-    head.
+    ``depth^(-1/(2m-2))`` (m = ``branch_layers``) and zeros each branch's last layer (kernel
+    and bias, whatever the base scheme's σ_b²) and the head.
 
     Args:
       width: hidden width.
@@ -994,7 +996,7 @@ class BasicBlock(nn.Module):
         if self.fixup_depth:  # m = 2 layers per branch: scale L^(-1/(2m-2)) = L^(-1/2)
             kernel_init = _scaled(kernel_init, self.fixup_depth**-0.5)
 
-        def conv(features, size, stride, init, name):
+        def conv(features, size, stride, init, name, bias_init=self.scheme.bias):
             pad = (size - 1) // 2
             return nn.Conv(
                 features,
@@ -1003,7 +1005,7 @@ class BasicBlock(nn.Module):
                 padding=((pad, pad), (pad, pad)),
                 use_bias=self.bias,
                 kernel_init=init,
-                bias_init=self.scheme.bias,
+                bias_init=bias_init,
                 param_dtype=h.dtype,
                 conv_general_dilated=conv_general_dilated,
                 name=name,
@@ -1013,8 +1015,11 @@ class BasicBlock(nn.Module):
         if make_norm is not None:
             z = make_norm(name="norm_0")(z)
         z = act(z)
+        # Fixup: the branch's last conv, bias included, starts at zero (the block is
+        # act(h) at init whatever the base scheme's σ_b²).
         last_init = _zeros if self.fixup_depth else self.scheme.kernel
-        z = conv(self.channels, 3, 1, last_init, "conv_1")(z)
+        last_bias = _zeros if self.fixup_depth else self.scheme.bias
+        z = conv(self.channels, 3, 1, last_init, "conv_1", last_bias)(z)
         if make_norm is not None:
             z = make_norm(name="norm_1")(z)
         z = _scale_branch(self, z, self.branch_scale, h.dtype)
@@ -1114,8 +1119,9 @@ def resnet(
     max pool (11.18M parameters at 10 classes; on 32x32 inputs it is the model curvlinops
     benchmarks). BatchNorm is pure (module docstring): batch statistics unless ``stats`` are
     passed. The scheme's residual rule is honoured as in :func:`resmlp` (``fixup``: branch
-    convs × L^(-1/2), each branch's last conv and the head at zero; ``depth_scaled``:
-    α = 1/√L; ``zero_branch``: learnable α from 0), L being the number of blocks.
+    convs × L^(-1/2), each branch's last conv (bias included) and the head at zero;
+    ``depth_scaled``: α = 1/√L; ``zero_branch``: learnable α from 0), L being the number of
+    blocks.
 
     Args:
       input_shape: ``(H, W, C)`` of one image.

@@ -211,13 +211,29 @@ def histogram(
     density: bool = True,
     logy: bool = False,
 ):
-    """Overlaid histograms of named sample arrays (e.g. eigenvalues per population)."""
+    """Overlaid histograms of named sample arrays (e.g. eigenvalues per population).
+
+    Non-finite samples (±inf, NaN) cannot be binned: they are dropped, and the legend entry
+    says how many (``"name (2 non-finite dropped)"``).
+
+    Examples:
+      >>> import numpy as np
+      >>> from lljax import plot
+      >>> fig = plot.histogram({"eigs": [1.0, 2.0, 2.5, np.inf, np.nan]})
+      >>> fig.axes[0].get_legend().get_texts()[0].get_text()
+      'eigs (2 non-finite dropped)'
+      >>> plot.pyplot().close(fig)
+    """
     import numpy as np
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
     for name, s in samples.items():
-        ax.hist(np.asarray(s, float).ravel(), bins=bins, density=density, alpha=0.5, label=name)
+        s = np.asarray(s, float).ravel()
+        finite = np.isfinite(s)
+        dropped = int(s.size - finite.sum())
+        label = f"{name} ({dropped} non-finite dropped)" if dropped else name
+        ax.hist(s[finite], bins=bins, density=density, alpha=0.5, label=label)
     ax.set(xlabel=xlabel, ylabel="density" if density else "count", title=title)
     if logy:
         ax.set_yscale("log")

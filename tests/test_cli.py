@@ -252,3 +252,46 @@ def test_successful_run_removes_a_stale_error_log(capsys, tmp_path, monkeypatch)
     code, _, err = run_cli(capsys, "run", "tiny", "--out", str(tmp_path))
     assert code == 0, err
     assert (tmp_path / "results.json").exists() and not (tmp_path / "error.log").exists()
+
+
+def test_version(capsys):
+    from lljax import __version__
+
+    code, out, err = run_cli(capsys, "--version")
+    assert code == 0 and out == f"lljax {__version__}\n" and err == ""
+
+
+def test_non_finite_float_settings(capsys, tmp_path, monkeypatch):
+    # literal_eval refuses "inf": `--set tolerance=inf` was "expected float like 5.0".
+    assert cli.parse_value("inf") == float("inf") and cli.parse_value("-Inf") == float("-inf")
+    assert cli.parse_value(" nan ") != cli.parse_value("nan")  # a NaN float
+    ran = []
+    _register_tiny(
+        monkeypatch,
+        fn=lambda preset, seed, out_dir, **settings: ran.append(settings) or Result(seeds=[seed]),
+        presets={"quick": {"tol": 5.0, "lo": 0.0, "tols": (1.0, 2.0), "label": "x", "n": 3}},
+    )
+    sets = ["tol=inf", "lo=-inf", "tols=1,nan", "label=nan"]
+    argv = ["run", "tiny", "--out", str(tmp_path), *(p for s in sets for p in ("--set", s))]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    [got] = ran
+    assert got["tol"] == float("inf") and got["lo"] == float("-inf")
+    assert got["tols"][0] == 1.0 and got["tols"][1] != got["tols"][1]
+    assert got["label"] == "nan"  # a string setting keeps the word
+    code, _, err = run_cli(capsys, "run", "tiny", "--out", str(tmp_path), "--set", "n=inf")
+    assert code == 2 and "--set n: expected int like 3, got 'inf'" in err
+
+
+def test_setting_the_experiment_rejects_is_a_failed_run(capsys, tmp_path, monkeypatch):
+    # As the module docstring says: a well-typed value the experiment itself refuses
+    # (quickstart's baselines=foo) surfaces when it starts: exit 1, traceback in error.log.
+    def picky(preset, seed, out_dir, *, models):
+        raise ValueError(f"models: unknown {models!r}")
+
+    _register_tiny(monkeypatch, fn=picky, presets={"quick": {"models": ("a",)}})
+    code, _, err = run_cli(capsys, "run", "tiny", "--out", str(tmp_path), "--set", "models=foo")
+    assert code == 1 and "failed: ValueError: models: unknown ('foo',)" in err
+    assert "Traceback" in (tmp_path / "error.log").read_text()
+    doc = " ".join(cli.__doc__.split())
+    assert "``--set baselines=foo`` for ``quickstart`` raises ValueError" in doc

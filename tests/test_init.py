@@ -133,3 +133,30 @@ def test_schemes_reject_bad_variances_at_construction():
     assert float(jnp.abs(ll.init.gaussian(0.0).kernel(jr.key(0), (3, 2))).max()) == 0.0
     assert ll.init.gaussian(np.float32(2.0), np.float64(0.5)).name == "gaussian(2,0.5)"
     assert ll.init.orthogonal(np.float32(2.0)).name == "orthogonal(2)"
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_orthogonal_in_half_precision(dtype):
+    # LAPACK has no half-precision QR (mlp(..., dtype=bfloat16, init="orthogonal") raised
+    # "Unsupported dtype bfloat16"): the draw and the QR run in float32 and Q is cast, so
+    # QᵀQ = I up to the dtype's rounding (≤ eps/2 relative per entry of Q, ≤ eps on QᵀQ).
+    # The QR shape, (64, 16), is one the LSUV test above compiles too.
+    eps = float(jnp.finfo(dtype).eps)
+    for shape in ((64, 16), (16, 64)):
+        q = ll.init.orthogonal().kernel(jr.key(0), shape, dtype)
+        assert q.dtype == dtype
+        q = np.asarray(q, np.float32)
+        gram = q.T @ q if shape[0] >= shape[1] else q @ q.T
+        np.testing.assert_allclose(gram, np.eye(16), atol=eps)
+    if dtype != jnp.bfloat16:
+        return  # LSUV below goes through the same function: one half dtype suffices
+    # LSUV's orthogonal pre-init goes through the same QR (zero kernels: it must replace
+    # them); the rescaled kernel is s·Q, rounded twice.
+    model = ll.models.mlp([16, 64], dtype=dtype)
+    params = {"Dense_0": {"kernel": jnp.zeros((16, 64), dtype), "bias": jnp.zeros(64, dtype)}}
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(4, 16)), dtype)  # no RNG compile
+    out = ll.init.lsuv(model, params, x, orthogonal=True, key=jr.key(2), max_iters=1)
+    assert out["Dense_0"]["kernel"].dtype == dtype
+    w = np.asarray(out["Dense_0"]["kernel"], np.float32)
+    gram = w @ w.T
+    np.testing.assert_allclose(gram / np.mean(np.diag(gram)), np.eye(16), atol=4 * eps)

@@ -192,14 +192,22 @@ def test_resmlp_zero_branch_is_identity_plus_skip():
 @pytest.mark.parametrize("m", [2, 3])
 def test_resmlp_fixup(m):
     depth, width = 16, 128
-    model = ll.models.resmlp(width, depth, in_dim=5, out_dim=3, init="fixup", branch_layers=m)
+    # A base with σ_b² > 0 (the kernels are He's): the branches' last biases must start at
+    # zero too, else each branch adds a constant and no block is the identity at init.
+    init = "fixup(gaussian(2.0,0.05))"
+    model = ll.models.resmlp(width, depth, in_dim=5, out_dim=3, init=init, branch_layers=m)
     params = model.init(KEY)
     assert not np.any(params["head"]["kernel"]) and not np.any(params["head"]["bias"])
     var = []
     for i in range(depth):
         block = params[f"block_{i}"]
         assert not np.any(block[f"Dense_{m - 1}"]["kernel"])  # last branch layer at zero
+        assert np.any(block["Dense_0"]["bias"])  # other biases ~ N(0, σ_b²)
         var += [block[f"Dense_{j}"]["kernel"].var() for j in range(m - 1)]
+    # Every branch is exactly zero on data, so every block is the identity.
+    outs = ll.models.layer_outputs(model, params, _x((4, 5)))
+    branch_out = [outs[f"block_{i}/Dense_{m - 1}"] for i in range(depth)]
+    assert not np.any(np.stack(branch_out))
     # Other branch layers: He variance 2/width times L^(-2/(2m-2)); sample variance SE is
     # sqrt(2/n) relative with n = 16 * (m-1) * width^2 entries.
     expected = 2.0 / width * depth ** (-1.0 / (m - 1))
@@ -292,11 +300,17 @@ def test_resnet18_sizes():
 def test_resnet_residual_rules():
     x = _x((4, 4, 4, 3))
     kw = dict(stage_sizes=(2, 2), widths=(4, 8))
-    fixup = ll.models.resnet((4, 4, 3), 5, init="fixup", norm=None, **kw)
+    # Fixup over a base with σ_b² > 0 (He kernels): each branch's last conv bias starts at 0.
+    fixup = ll.models.resnet((4, 4, 3), 5, init="fixup(gaussian(2.0,0.05))", norm=None, **kw)
     p = fixup.init(KEY)
     assert not np.any(p["head"]["kernel"]) and not np.any(fixup.apply(p, x))
-    blocks = [p[f"stage{i}_block{j}"] for i in range(2) for j in range(2)]
-    assert all(not np.any(b["conv_1"]["kernel"]) for b in blocks)
+    names = [f"stage{i}_block{j}" for i in range(2) for j in range(2)]
+    assert all(not np.any(p[n]["conv_1"]["kernel"]) for n in names)
+    assert all(np.any(p[n]["conv_0"]["bias"]) for n in names)
+    # Every branch is exactly zero on data: a block is relu(shortcut(h)), the identity on
+    # h = relu(...) where there is no projection shortcut.
+    outs = ll.models.layer_outputs(fixup, p, x)
+    assert all(not np.any(outs[f"{n}/conv_1"]) for n in names)
     # The first branch conv is He-scaled times L^(-1/2), L = 4 blocks: variance 2/fan_in/4.
     he = ll.models.resnet((4, 4, 3), 5, norm=None, **kw).init(KEY)
     np.testing.assert_allclose(
