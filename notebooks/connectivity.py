@@ -35,9 +35,9 @@
 #    budget is spent, so a parent stopped at $k$ is exactly step $k$ of its trajectory.
 #
 # **How to read the verdict.** It is computed from the numbers by a stated rule: (a) the
-# linear barrier exceeds zero by more than 2 standard errors (over pairs); (b) the curve
-# barrier is below the linear one by more than 2 standard errors of the paired difference
-# and is at most a quarter of it; (c) Kendall's τ between spawn step and instability is
+# linear barrier's 95% Student-t interval over pairs lies above zero; (b) the interval of
+# the paired difference linear − curve lies above zero and the curve barrier is at most a
+# quarter of the linear one; (c) Kendall's τ between spawn step and instability is
 # negative with a bootstrap 95% interval below zero. All three: SUPPORTED; any one failing
 # decisively: NOT SUPPORTED; otherwise UNDECIDED.
 

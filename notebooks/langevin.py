@@ -32,10 +32,14 @@
 # small MLP on one-hot pairs trains with AdamW and with SGLD; at checkpoints we measure
 # train/test accuracy, weight norm, Hessian trace, top Hessian eigenvalue and the LLC.
 #
-# **Reading the verdict.** Part (a) is SUPPORTED when every `d` matches within the
-# tolerance above the noise level *and* the slope agrees with the exact one. Part (b) is
-# UNDECIDED when a seed never crosses the accuracy threshold in the run (too short to
-# grok); otherwise it needs a positive delay, a falling weight norm and a falling LLC.
+# **Reading the verdict.** Intervals are 95% Student-t intervals over seeds or chain groups
+# (`Measurement.margin()`), not ±2 standard errors (too narrow for 3 seeds). Part (a) is
+# SUPPORTED when every `d` matches within the tolerance above the noise level *and* the
+# slope's interval lies inside the exact slope ± the relative tolerance. Part (b) is
+# UNDECIDED when a seed never crosses the accuracy threshold in the run (too short to grok)
+# or with a single seed; it is SUPPORTED when the intervals show a positive delay, a
+# falling weight norm and a falling LLC, NOT SUPPORTED when an interval rules one of them
+# out, and UNDECIDED when an interval neither shows nor rules out its change.
 # The overall verdict is NOT SUPPORTED if either part fails.
 
 # %%

@@ -23,7 +23,9 @@
 #
 # This notebook runs the `quickstart` experiment, the same function `lljax run quickstart`
 # calls: every baseline is trained with the paper's settings (Adam, learning rate 1e-2, batch
-# 100), each seed a member of one vmapped population, and the final test accuracy is compared
+# 100, PyTorch's default initialisation: kernels uniform in ±1/√fan_in, and every GRU weight
+# and bias uniform in ±1/√hidden as `torch.nn.GRU` draws them), each seed a member of one
+# vmapped population, and the final test accuracy is compared
 # with the published number. The verdict checks the published ordering and agreement within a
 # tolerance in percentage points.
 

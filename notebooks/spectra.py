@@ -40,11 +40,17 @@
 # the Lanczos eigenvalues above the edge. The summary also shows the count with the level
 # ten times lower and higher, and an independent count from the SLQ mass above the edge.
 #
-# **Reading the verdicts.** Outliers: supported if the mean count is within `tolerance` of
-# C. BatchNorm and sharpening: paired differences over seeds, decided at 2 standard errors
-# (undecided in between). MP: the total-variation distance between the smoothed SLQ density
-# and MP (scale fitted) must exceed the distance for an exact Wishart matrix of the same size
-# (the pipeline's floor) by at most `mp_margin`.
+# **Reading the verdicts.** Every rule compares a mean over seeds with a threshold through
+# its 95% Student-t interval, mean ± t₀.₉₇₅(n − 1) × s.e. (`Measurement.margin()`; with 3
+# seeds t₂ = 4.30, so "2 standard errors" would be far too optimistic). Outliers: supported
+# if the interval of the mean count lies within C ± `tolerance` (a count reaching `top_k` is
+# censored: undecided). BatchNorm and sharpening: paired differences over seeds, decided
+# when the interval excludes 0 (undecided in between, and for BatchNorm when a count is
+# censored). MP: the total-variation distance between the smoothed SLQ density and MP
+# (scale fitted) may exceed, by at most `mp_margin`, the distance for an exact Wishart matrix
+# with the network's structure, `(1/n) ZᵀZ ⊗ I_C` (the pipeline's floor: its SLQ density
+# averages the same C copies of each eigenvector as the network's). Ties with a threshold
+# count as within it.
 
 # %%
 import os
@@ -75,7 +81,8 @@ for name, sub in result.measurements["verdicts"].items():
 # %% [markdown]
 # ## A look at the measured arrays
 # The top eigenvalues of each member of the plain population, with the bulk edge found from
-# its density: the outliers are the ones to the left of the bar.
+# its density: the outliers are the unstarred values to the right of the bar (above the
+# edge); starred values are in the bulk.
 
 # %%
 plain = result.data["none"]

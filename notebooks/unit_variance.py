@@ -75,8 +75,11 @@ print(v.evidence)
 # ## Second moments through depth
 # The forward second moment relative to the first hidden layer, mean over networks, beside
 # the mean-field length map (dashed in the figure `forward_second_moment.png`). He and the
-# normalised nets stay flat; LeCun ReLU loses a factor 2 per layer, LeCun tanh decays like
-# $1/l$, and unscaled residual blocks overflow float32 before layer 100.
+# normalised nets stay flat (He only on average: at finite width each network's second
+# moment wanders log-normally, Var ln q_L ≈ 5L/n, which mean-field theory ignores — see the
+# notes); LeCun ReLU loses a factor 2 per layer, LeCun tanh decays like $1/l$ (and its
+# gradient second moment like $l/L$, vanishing toward the input), and unscaled residual
+# blocks overflow float32 before layer 100.
 
 # %%
 curves = result.data["curves"]

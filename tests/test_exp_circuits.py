@@ -77,15 +77,50 @@ def test_depth_gain_closed_form():
 
 
 def _m(v, se):
-    return Measurement(v, se, 4)
+    return Measurement(v, se, 4)  # 4 seeds: t₃(0.975) = 3.182
 
 
 def test_verdict_rule():
-    assert C.verdict({1: _m(0.4, 0.05), 2: _m(0.3, 0.1)}).supported is True
+    assert C.verdict({1: _m(0.4, 0.05), 2: _m(0.3, 0.05)}).supported is True
     assert C.verdict({1: _m(0.4, 0.05), 2: _m(-0.3, 0.1)}).supported is False  # width wins
     assert C.verdict({1: _m(0.01, 0.01)}).supported is False  # gain bounded below 10 %
     assert C.verdict({1: _m(0.2, 0.15)}).supported is None  # not significant
     assert C.verdict({1: _m(0.4, math.nan)}).supported is None  # one seed
+    # 0.3 ± 0.1 over 4 seeds: 2 s.e. clears 0, the t₃ interval [−0.018, 0.618] does not.
+    assert C.verdict({1: _m(0.3, 0.1)}).supported is None
+
+
+def test_verdict_is_symmetric_about_the_meaningful_gain():
+    # +0.030 ± 0.005: significantly above 0, but the whole interval is below log 1.1, so
+    # the advantage is under 10 % (this used to be SUPPORTED).
+    small = C.verdict({1: _m(0.030, 0.005)})
+    assert small.supported is False and "below 10 %" in small.evidence
+    # +0.020 ± 0.030: the estimate favours depth and the interval reaches past log 1.1,
+    # so a 10 % advantage is not ruled out (this used to be NOT SUPPORTED).
+    assert C.verdict({1: _m(0.020, 0.030)}).supported is None
+    # Above 0 with the mean above log 1.1 at every budget is needed: one short budget
+    # (interval straddling log 1.1) leaves the claim open.
+    assert C.verdict({1: _m(0.4, 0.05), 2: _m(0.12, 0.01)}).supported is True
+    assert C.verdict({1: _m(0.4, 0.05), 2: _m(0.09, 0.01)}).supported is None
+    # One budget clearly below 10 % decides against the claim, whatever the others do.
+    assert C.verdict({1: _m(0.4, 0.05), 2: _m(0.02, 0.01)}).supported is False
+
+
+def test_verdict_requires_no_depth_advantage_on_the_control():
+    comp = {1: _m(0.4, 0.05), 2: _m(0.3, 0.05)}
+    # Control gain −0.03 ± 0.02: the interval [−0.094, 0.034] excludes a 10 % advantage.
+    none = {1: _m(-0.03, 0.02), 2: _m(0.0, 0.01)}
+    assert C.verdict(comp, control=none).supported is True
+    # Depth wins on the control too: the advantage is not specific to composition.
+    both = {1: _m(0.3, 0.05), 2: _m(0.0, 0.01)}
+    v = C.verdict(comp, control=both)
+    assert v.supported is False and "also wins on the control" in v.evidence
+    # A control gain that neither shows nor excludes an advantage leaves it undecided.
+    open_ = {1: _m(0.05, 0.05), 2: _m(0.0, 0.01)}
+    v = C.verdict(comp, control=open_)
+    assert v.supported is None and "control budget 1" in v.evidence
+    # Without seeds' spread on the control nothing is decided.
+    assert C.verdict(comp, control={1: _m(0.0, math.nan)}).supported is None
 
 
 def test_make_datasets_tiles_nested_samples():

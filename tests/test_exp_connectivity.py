@@ -97,6 +97,25 @@ def test_verdict_undecided_cases():
     assert "no interval" in v.evidence
 
 
+def test_verdict_uses_t_intervals_not_two_standard_errors():
+    # Reduction 2.5 ± 0.87 over 3 pairs: 2 s.e. (1.73) would call it significant, the t₂
+    # interval (± 3.73) reaches below 0; the barrier itself, 3.1 ± 0.64 (t₂ ± 2.73), stays
+    # significant, and the curve is below a quarter of it.
+    lin, cur = [2.0, 3.1, 4.2], [1.0, 0.6, 0.2]
+    diff = conn.paired_stats(lin, cur)
+    assert diff.value - 2 * diff.stderr > 0 > diff.value - diff.margin()
+    _, parts = conn.verdict(lin, cur, K, FALLING, tau_interval=(-0.9, -0.5))
+    assert parts["barrier"] is True and parts["curve"] is False
+
+
+def test_symlog_threshold_without_positive_spawn_steps():
+    # spawn_steps=(0,) is accepted by run; min() over no positive step raised ValueError.
+    assert conn.symlog_threshold((0,)) == 1.0
+    assert conn.symlog_threshold(()) == 1.0
+    assert conn.symlog_threshold((0, 10, 30)) == 10.0
+    assert conn.symlog_threshold((0, 0.5)) == 1.0
+
+
 @pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step
 def test_tiny_run_record():
     settings = dict(

@@ -44,10 +44,41 @@ def test_correlation_status(low, high, sign, expected):
 
 
 def test_difference_status():
-    assert flat_minima.difference_status(0.5, 0.2) == "supports"
-    assert flat_minima.difference_status(0.3, 0.2) == "inconclusive"
-    assert flat_minima.difference_status(-0.5, 0.2) == "contradicts"
-    assert flat_minima.difference_status(0.5, float("nan")) == "inconclusive"
+    assert flat_minima.difference_status(Measurement(0.5, 0.2, 8)) == "supports"
+    assert flat_minima.difference_status(Measurement(0.3, 0.2, 8)) == "inconclusive"
+    assert flat_minima.difference_status(Measurement(-0.5, 0.2, 8)) == "contradicts"
+    assert flat_minima.difference_status(Measurement(0.5, float("nan"), 8)) == "inconclusive"
+    assert flat_minima.difference_status(Measurement(0.5, 0.0, 1)) == "inconclusive"
+
+
+def test_difference_status_uses_the_t_margin():
+    # 0.45 = 2.25 s.e.: beyond 2 s.e., but not beyond t₄(0.975) = 2.78 s.e. with 5 seeds;
+    # with 30 seeds (t₂₉ = 2.05) it is.
+    assert flat_minima.difference_status(Measurement(0.45, 0.2, 5)) == "inconclusive"
+    assert flat_minima.difference_status(Measurement(0.45, 0.2, 30)) == "supports"
+    assert flat_minima.difference_status(Measurement(-0.45, 0.2, 30)) == "contradicts"
+
+
+def test_jackknife_kendall_matches_a_direct_computation():
+    rng = np.random.default_rng(3)
+    seed = np.repeat(np.arange(5), 6)
+    a = rng.normal(size=5)[seed] + rng.normal(size=30)
+    b = 0.5 * a + rng.normal(size=30)
+    a[4] = np.nan  # dropped pairwise
+    jk = flat_minima.jackknife_kendall(a, b, seed)
+    ok = np.isfinite(a)
+    loo = np.array(
+        [scipy.stats.kendalltau(a[ok & (seed != g)], b[ok & (seed != g)])[0] for g in range(5)]
+    )
+    se = math.sqrt(4 / 5 * np.sum((loo - loo.mean()) ** 2))
+    tau = scipy.stats.kendalltau(a[ok], b[ok])[0]
+    half = scipy.stats.t.ppf(0.975, 4) * se
+    assert jk["num_groups"] == 5
+    assert jk["tau"] == pytest.approx(tau, abs=1e-12)
+    assert jk["stderr"] == pytest.approx(se, abs=1e-12)
+    assert (jk["low"], jk["high"]) == pytest.approx((tau - half, tau + half), abs=1e-12)
+    one = flat_minima.jackknife_kendall(a, b, np.zeros(30))  # one group: no interval
+    assert one["tau"] == pytest.approx(tau) and math.isnan(one["low"]) and math.isnan(one["stderr"])
 
 
 def _corr(tau, low, high):
@@ -134,10 +165,18 @@ def test_correlations_resample_whole_seeds_when_given():
     ref = ll.ensemble.rank_correlation(
         values, gap, method="kendall", key=jr.split(jr.key(1))[0], num_bootstrap=400, groups=seed
     )
-    assert (by_seed["low"], by_seed["high"]) == (ref.low, ref.high)
+    assert (by_seed["boot_low"], by_seed["boot_high"]) == (ref.low, ref.high)
     assert by_seed["tau"] == by_net["tau"]
-    # Measured: 0.73 against 0.61 (fixed draws, so this cannot flake).
-    assert by_seed["high"] - by_seed["low"] > 1.1 * (by_net["high"] - by_net["low"])
+    # With seeds the verdict's interval is the leave-one-seed-out jackknife-t one; without,
+    # the network bootstrap's.
+    jk = flat_minima.jackknife_kendall(values, gap, seed)
+    assert by_seed["interval"] == "jackknife" and by_net["interval"] == "bootstrap"
+    assert (by_seed["low"], by_seed["high"], by_seed["n_se"]) == (jk["low"], jk["high"], 6)
+    assert (by_net["low"], by_net["high"]) == (by_net["boot_low"], by_net["boot_high"])
+    # Fixed draws (cannot flake): the seed bootstrap is wider than the network bootstrap,
+    # 0.73 against 0.61, and the jackknife-t interval wider still.
+    assert by_seed["boot_high"] - by_seed["boot_low"] > 1.1 * (by_net["high"] - by_net["low"])
+    assert by_seed["high"] - by_seed["low"] > by_seed["boot_high"] - by_seed["boot_low"]
 
 
 def test_paired_log_ratio():

@@ -8,8 +8,8 @@ import pytest
 import scipy.stats
 
 import lljax as ll
+from lljax.experiments import Measurement, measure
 from lljax.experiments import langevin as L
-from lljax.experiments import measure
 
 
 @pytest.mark.parametrize("dim", [0, 3, 12])
@@ -107,6 +107,20 @@ def test_toy_verdict_rule():
     assert L.toy_verdict(tv, noise, measure([-0.1, -0.1]), -0.1, **kw).supported is False
 
 
+def test_toy_verdict_slope_needs_an_interval_inside_the_band():
+    tv, noise = {0: 0.004, 12: 0.006}, {0: 0.004, 12: 0.003}
+    kw = dict(tv_tolerance=0.02, slope_rel_tolerance=0.05)
+    # One group: no standard error. It used to count as 0, so the mean alone decided.
+    one = L.toy_verdict(tv, noise, measure([0.45]), 0.45, **kw)
+    assert one.supported is None and "fewer than 2 groups" in one.evidence
+    # 0.45 ± 0.01 over 3 groups: t₂ margin 0.043 > the 0.0225 band, so undecided (2 s.e.
+    # = 0.02 would have called it an agreement).
+    wide = Measurement(0.45, 0.01, 3)
+    assert L.toy_verdict(tv, noise, wide, 0.45, **kw).supported is None
+    # The same interval far from the band disagrees.
+    assert L.toy_verdict(tv, noise, Measurement(0.6, 0.01, 3), 0.45, **kw).supported is False
+
+
 def test_grokking_verdict_rule_and_combination():
     kw = dict(total_steps=2000, interval=200)
     ok = L.grokking_verdict(
@@ -114,16 +128,53 @@ def test_grokking_verdict_rule_and_combination():
     )
     assert ok.supported is True
     norm_up = L.grokking_verdict(
-        [200, 200, 200], [1200, 1400, 1000], [1.01, 1.02, 1.0], [-5, -6, -4], **kw
+        [200, 200, 200], [1200, 1400, 1000], [1.1, 1.12, 1.11], [-5, -6, -4], **kw
     )
-    assert norm_up.supported is False
-    no_delay = L.grokking_verdict([200, 200], [200, 400], [0.8, 0.8], [-5, -5], **kw)
-    assert no_delay.supported is False
+    assert norm_up.supported is False and "does not fall" in norm_up.evidence
+    # Test accuracy crossing with train accuracy in every seed: delay 0 ± 0.
+    no_delay = L.grokking_verdict([200, 400, 200], [200, 400, 200], [0.8] * 3, [-5] * 3, **kw)
+    assert no_delay.supported is False and "no delay" in no_delay.evidence
     undecided = L.grokking_verdict([200, 200], [1200, math.nan], [0.8, math.nan], [-5, 0], **kw)
     assert undecided.supported is None and "1 of 2 seeds" in undecided.evidence
     assert L.combine(ok, undecided).supported is None
     assert L.combine(ok, norm_up).supported is False
     assert L.combine(ok, ok).label == "SUPPORTED"
+
+
+def test_grokking_verdict_one_seed_is_undecided():
+    # With one seed the NaN standard error used to become 0: ratio 0.999 and ΔLLC −0.001
+    # were called a fall, and the claim SUPPORTED.
+    v = L.grokking_verdict([200], [1200], [0.999], [-0.001], total_steps=2000, interval=200)
+    assert v.supported is None and "1 seed" in v.evidence and "no standard error" in v.evidence
+
+
+def test_grokking_verdict_insignificant_rise_is_undecided_not_negative():
+    kw = dict(total_steps=2000, interval=200)
+    delays = ([200, 200, 200], [1300, 1100, 800])
+    # Ratios with mean 1.009 and s.e. 0.012 (the README's quick run): the t₂ interval
+    # [0.957, 1.061] neither shows a fall nor rules one out.
+    ratios = [0.997, 1.000, 1.030]
+    r = measure(ratios)
+    assert abs(r.value - 1.009) < 1e-9 and abs(r.stderr - 0.0105) < 1e-3
+    v = L.grokking_verdict(*delays, ratios, [-6.0, -6.5, -5.5], **kw)
+    assert v.supported is None and "neither falls nor rules out a fall" in v.evidence
+    # A significant rise rules the fall out.
+    v = L.grokking_verdict(*delays, [1.05, 1.06, 1.07], [-6.0, -6.5, -5.5], **kw)
+    assert v.supported is False
+    # An LLC change whose interval straddles 0 does not decide either way.
+    v = L.grokking_verdict(*delays, [0.8, 0.85, 0.9], [-1.0, 0.5, -2.0], **kw)
+    assert v.supported is None
+
+
+def test_grokking_verdict_uses_t_quantile_not_two_standard_errors():
+    kw = dict(total_steps=2000, interval=200)
+    # ΔLLC −1.0 ± 0.40 over 3 seeds: 2 s.e. (0.81) would call it a fall; t₂ × s.e. = 1.74
+    # does not.
+    dllc = [-0.3, -1.0, -1.7]
+    m = measure(dllc)
+    assert m.value + 2 * m.stderr < 0 < m.value + m.margin()
+    v = L.grokking_verdict([200] * 3, [1200, 1400, 1000], [0.8, 0.85, 0.9], dllc, **kw)
+    assert v.supported is None
 
 
 def test_sample_toy_histograms_and_flat_preference():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lljax as ll
-from lljax.experiments import Measurement, saddles
+from lljax.experiments import Measurement, measure, saddles
 
 
 def test_num_params_matches_model():
@@ -91,6 +91,47 @@ def test_minima_trend(values, expected):
     assert trend == expected
 
 
+def test_minima_trend_compares_smallest_and_largest_size_in_any_order():
+    # The reviewer's example: widths listed (3, 2, 1) gave "flat", (2, 1, 3) compared 2 vs 3.
+    fr = {1: measure([0.7, 0.6, 0.8, 0.7]), 2: measure([0.3, 0.2, 0.4, 0.3]),
+          3: measure([0.0, 0.1, 0.0, 0.0])}  # fmt: skip
+    for order in ((1, 2, 3), (3, 2, 1), (2, 1, 3), (3, 1, 2)):
+        trend, tau = saddles.minima_trend(
+            [fr[w] for w in order], [saddles.num_params(4, w) for w in order]
+        )
+        assert trend == "decreasing" and tau == pytest.approx(-1.0)
+
+
+def test_minima_trend_uses_the_t_margin():
+    # Difference 0.25 with combined s.e. 0.1 and 3 seeds each: above 2 s.e. (0.2), not above
+    # the t₂ margin (4.30 × 0.1): flat. With 30 seeds each (t₂₉ = 2.05) it is decreasing.
+    a, b = Measurement(0.3, 0.06, 3), Measurement(0.05, 0.08, 3)
+    assert saddles.minima_trend([a, b], [7, 13])[0] == "flat"
+    assert saddles.minima_trend([a._replace(n=30), b._replace(n=30)], [7, 13])[0] == "decreasing"
+    # The degrees of freedom are those of the smaller sample (conservative Welch).
+    assert saddles.minima_trend([a._replace(n=30), b], [7, 13])[0] == "flat"
+
+
+def test_gd_stationary_and_resolve_trend():
+    # 3 inits x snapshots (0, 100, 300) in the search's layout: init_seed tiled, step repeated.
+    steps = np.repeat([0, 100, 300], 3)
+    seeds = np.tile(np.arange(3), 3)
+    loss = np.array([1.0, 1.0, 1.0, 0.5, 0.2, 0.3, 0.499, 0.1, 0.3])  # at 300: -0.2%, -50%, 0
+    got = saddles.gd_stationary(loss, steps, seeds, 3)
+    assert got.tolist() == [True, False, True]
+    assert saddles.gd_stationary(loss, steps, seeds, 3, rtol=1.0).tolist() == [True] * 3
+    # A rising loss is not stationary either; one snapshot step gives no GD interval.
+    assert not saddles.gd_stationary([1.0, 1.5], [0, 10], [0, 0], 1)[0]
+    assert saddles.gd_stationary([1.0, 1.0], [0, 0], [0, 1], 2).tolist() == [False, False]
+    # The trend stands only when every width had stationary GD for most initialisations.
+    assert saddles.resolve_trend("decreasing", {1: 1.0, 2: 0.75}) == ("decreasing", [])
+    assert saddles.resolve_trend("decreasing", {1: 0.62, 2: 0.0, 3: 0.5}) == (
+        "unresolved",
+        [2, 3],
+    )
+    assert saddles.resolve_trend("flat", {1: math.nan}) == ("unresolved", [1])
+
+
 def _corr(v, lo, hi):
     return ll.ensemble.RankCorrelation(v, lo, hi, 0.1, "kendall", 20, 0.95)
 
@@ -104,12 +145,15 @@ def _corr(v, lo, hi):
         (_corr(-0.5, -0.8, -0.2), "decreasing", 20, False),
         (_corr(0.5, 0.2, 0.8), "increasing", 20, False),
         (_corr(0.5, 0.2, 0.8), "decreasing", 3, None),
+        (_corr(0.5, 0.2, 0.8), "unresolved", 20, None),
+        (_corr(-0.5, -0.8, -0.2), "unresolved", 20, False),
     ],
 )
 def test_verdict_rule(corr, trend, n, expected):
-    v = saddles.verdict(corr, trend, n)
+    v = saddles.verdict(corr, trend, n, trend_note="per-seed fractions 0.7, 0")
     assert v.supported is expected
     assert f"{corr.value:.3f}" in v.evidence
+    assert f"{trend} (per-seed fractions 0.7, 0)" in v.evidence
 
 
 def test_escape_saddle_choice():

@@ -89,7 +89,7 @@ def test_single_eigenvalue_height_is_the_kernel_peak():
 
 
 def test_outlier_verdict_rule():
-    assert spectra.outlier_verdict([10, 11, 9], 10, 2.0, False).supported is True
+    assert spectra.outlier_verdict([10, 10, 11], 10, 2.0, False).supported is True
     assert spectra.outlier_verdict([3, 4, 3], 10, 2.0, False).supported is False
     assert spectra.outlier_verdict([9, 10, 11], 10, 3.0, False).supported is True
     assert spectra.outlier_verdict([4, 7, 9], 10, 2.0, False).supported is None
@@ -101,7 +101,45 @@ def test_outlier_verdict_needs_the_interval_inside_the_tolerance():
     # Mean 9 is within ±3 of C = 10, but with s.e. 1.7 the seeds cannot tell 9 from 6 or 12.
     v = spectra.outlier_verdict([6, 9, 12], 10, 3.0, False)
     assert v.supported is None
-    assert "2 s.e." in v.evidence
+    assert "t-margin" in v.evidence
+
+
+def test_verdicts_use_the_t_margin_not_two_standard_errors():
+    # 3 seeds: t₂(0.975) = 4.30 standard errors, not 2. Counts [10, 11, 11]: |mean − C| =
+    # 0.67, s.e. 0.33: inside ±2 at 2 s.e. (1.33), not at the t margin (0.67 + 1.43 = 2.10).
+    v = spectra.outlier_verdict([10, 11, 11], 10, 2.0, False)
+    assert v.supported is None and "1.43" in v.evidence
+    assert spectra.outlier_verdict([10, 10, 10, 11, 11, 11, 10, 11], 10, 2.0, False).supported
+    # Differences [1, 2, 3]: mean 2 > 2 s.e. (1.15) but not > the t margin (2.48).
+    assert spectra.difference_verdict("c", [1.0, 2.0, 3.0], "d").supported is None
+    assert spectra.difference_verdict("c", [1.0, 2.0, 3.0, 2.0, 1.5, 2.5], "d").supported
+    # MP excess [0.03, 0.07]: mean 0.05 ± 0.02, 2 s.e. says ≤ 0.1; t₁ (12.7 s.e.) cannot.
+    assert spectra.mp_verdict([0.13, 0.17], [0.1, 0.1], 0.1).supported is None
+
+
+def test_verdict_ties_are_within_the_threshold():
+    # |mean − C| + margin equal to the tolerance up to rounding counts as within (≤), and
+    # |mean − C| − margin equal to it does not exceed it: no verdict hangs on the last bit.
+    m = ll.experiments.measure([11, 11, 12])
+    end = abs(m.value - 10) + m.margin()
+    assert spectra.outlier_verdict([11, 11, 12], 10, np.nextafter(end, 0), False).supported
+    assert spectra.outlier_verdict([11, 11, 12], 10, end * (1 - 1e-6), False).supported is None
+    m = ll.experiments.measure([14, 14, 15])
+    start = abs(m.value - 10) - m.margin()
+    assert (
+        spectra.outlier_verdict([14, 14, 15], 10, np.nextafter(start, 0), False).supported is None
+    )
+    assert spectra.outlier_verdict([14, 14, 15], 10, start * (1 - 1e-6), False).supported is False
+    # The reviewer's case under the old 2 s.e. rule: counts [11, 11, 12] gave |mean − C| +
+    # 2 s.e. = 2.0000000000000004, "above" the tolerance 2 by rounding alone.
+    m = ll.experiments.measure([11, 11, 12])
+    old_end = abs(m.value - 10) + 2 * m.stderr
+    assert old_end > 2.0 and spectra.within(old_end, 2.0)
+    assert not spectra.within(2.0 + 1e-6, 2.0)
+    # The same rule for the MP margin: excess + t-margin one ulp above mp_margin supports.
+    tv_net, tv_null = [0.13, 0.14, 0.15], [0.1, 0.1, 0.1]
+    e = ll.experiments.measure(np.subtract(tv_net, tv_null))
+    assert spectra.mp_verdict(tv_net, tv_null, np.nextafter(e.value + e.margin(), 0)).supported
 
 
 def test_difference_and_mp_verdicts():
@@ -109,17 +147,46 @@ def test_difference_and_mp_verdicts():
     assert spectra.difference_verdict("c", [-3.0, -4.0, -5.0], "d").supported is False
     assert spectra.difference_verdict("c", [-1.0, 2.0, 0.5], "d").supported is None
     assert spectra.difference_verdict("c", [2.0], "d").supported is None
-    assert spectra.mp_verdict([0.10, 0.12], [0.05, 0.06], 0.1).supported is True
+    assert spectra.mp_verdict([0.10, 0.12, 0.11], [0.05, 0.06, 0.055], 0.1).supported is True
     assert spectra.mp_verdict([0.30, 0.32], [0.05, 0.06], 0.1).supported is False
 
 
 def test_mp_verdict_uses_the_paired_standard_error():
-    # Excess 0.0 and 0.2 over the floor: mean 0.1 ± 0.1 is not "≤ 0.1" at 2 s.e., nor above.
+    # Excess 0.0 and 0.2 over the floor: mean 0.1 ± 0.1 is neither "≤ 0.1" nor above.
     assert spectra.mp_verdict([0.05, 0.25], [0.05, 0.05], 0.1).supported is None
     # Paired by seed: the floor's spread across seeds cancels in the difference.
     assert spectra.mp_verdict([0.10, 0.30, 0.20], [0.05, 0.25, 0.15], 0.1).supported is True
     # One seed: no error bar, no decision.
     assert spectra.mp_verdict([0.5], [0.05], 0.1).supported is None
+
+
+def test_batchnorm_verdict_flags_censored_counts():
+    plain, bn = [11, 12, 11, 12], [5, 6, 4, 5]
+    v = spectra.batchnorm_verdict(plain, bn, 16)
+    assert v.supported is True and "censored" not in v.evidence
+    assert v == spectra.difference_verdict(
+        spectra.CLAIM_BN, np.subtract(plain, bn), "outliers without minus with BatchNorm"
+    )
+    # A count at top_k is a lower bound: the difference is unknown, whichever side it is on.
+    for p, b, who in (([11, 16, 12, 12], bn, "plain"), (plain, [5, 16, 4, 5], "BatchNorm")):
+        v = spectra.batchnorm_verdict(p, b, 16)
+        assert v.supported is None
+        assert f"top_k = 16 (censored): {who}" in v.evidence
+
+
+def test_kron_identity_equals_the_dense_kronecker_product():
+    # The MP null is g ⊗ I_C applied as a matvec (the structure of the network's readout GGN
+    # block, (1/n) ΦᵀΦ ⊗ I_C in the raveled (W, C) kernel order), never formed densely.
+    rng = np.random.default_rng(0)
+    for w, c in ((5, 3), (2, 4)):
+        g = rng.normal(size=(w, w))
+        g = g @ g.T
+        op = spectra.kron_identity(jnp.asarray(g, jnp.float32), c)
+        assert op.size == w * c
+        dense = np.stack([np.asarray(op.matvec(e)) for e in np.eye(w * c, dtype=np.float32)], 1)
+        np.testing.assert_allclose(dense, np.kron(g, np.eye(c)), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="square"):
+        spectra.kron_identity(jnp.ones((2, 3)), 3)
 
 
 def test_analysis_keys_are_not_the_training_keys():

@@ -82,6 +82,28 @@ def test_theory_curves_relu_closed_forms():
     assert uv.theory_curves(uv.StackSpec(3, 4, 3, 2, norm="layer"), 1.0)["log10_q"] is None
 
 
+def test_tanh_lecun_gradients_vanish_toward_the_input_like_l_over_L():
+    # q_l ≈ q₀/(1 + 2q₀l) gives χ ≈ 1 − 1/l: the gradient second moment of layer l is
+    # ∏_{k≥l} χ_k ≈ l/L of the last layer's (0.0155, 0.0912, 0.4926, 1 at l = 1, 9, 49, 99),
+    # not ∝ 1/l as SCHEMES said.
+    depth = 100
+    spec = uv.StackSpec(depth, 4, 3, 2, "tanh", sigma_w2=1.0, sigma_b2=0.0)
+    g = 10 ** uv.theory_curves(spec, q_x=1.0)["log10_grad"]
+    np.testing.assert_allclose(g[[1, 9, 49, 99]], [0.0155, 0.0912, 0.4926, 1.0], atol=5e-4)
+    for l in (9, 49):
+        assert g[l] == pytest.approx(l / (depth - 1), rel=0.02)
+    why = uv.SCHEMES["tanh_lecun"].why
+    assert "l/L" in why and "1/l" not in why.replace("1 − 1/l", "")
+
+
+def test_relu_he_fluctuation_note_states_the_finite_width_variance():
+    note = uv.relu_he_fluctuation_note(100, 256, 30.0)
+    # 5L/n = 1.95: an s.d. of √1.95 / ln 10 = 0.61 decades of q_L.
+    assert "5L/n = 1.95" in note and "0.61 decades" in note and "1.477" in note
+    assert "Hanin & Nica" in note
+    assert "5L/n = 1.95" in uv.relu_he_fluctuation_note(200, 512, 30.0)
+
+
 def test_optimizer_variants_equal_optax():
     params = {"w": jnp.array([0.5, -1.0, 2.0]), "alpha": jnp.array(0.3)}
     grads = {"w": jnp.array([3.0, -4.0, 0.0]), "alpha": jnp.array(0.0)}

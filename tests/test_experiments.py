@@ -2,6 +2,7 @@ import json
 import math
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
@@ -180,6 +181,51 @@ def test_torch_uniform_init_bounds():
     assert float(abs(w).max()) <= 1 / 5 and float(abs(w).max()) > 0.99 / 5
     np.testing.assert_allclose(float(w.var()), 1 / (3 * 25), rtol=0.05)
     assert float(abs(scheme.bias(jr.key(0), (7,))).max()) == 0.0
+
+
+def _assert_torch_gru_variances(groups, hidden):
+    bound, var = 1 / math.sqrt(hidden), 1 / (3 * hidden)
+    for name, leaves in groups.items():
+        w = np.concatenate([np.asarray(a).ravel() for a in leaves])
+        # The sample variance of U(±b) has s.d. √(4/45) b² / √n: relative s.e. 0.894/√n.
+        rel_se = math.sqrt(4 / 45) * bound**2 / var / math.sqrt(w.size)
+        assert abs(w.var() / var - 1) < 5 * rel_se, (name, w.var(), var)
+        # The largest |w| of n draws falls short of b by a fraction ~1/n.
+        assert 1 - 10 / w.size < np.abs(w).max() / bound <= 1, name
+
+
+def test_quickstart_gru_cells_start_like_torch_gru():
+    # torch.nn.GRU draws every weight and bias from U(±1/√hidden): variance 1/(3 hidden).
+    # flax's defaults (LeCun-normal input, orthogonal recurrent kernels, zero biases) gave
+    # 18x, 3x and 0x that at 6 hidden units. Drawn here with the cell's own initialisers,
+    # 2048 rows of 6 each (one compiled draw, reused); initialising the 40-step model takes
+    # seconds (the slow test below checks the wiring).
+    hidden = 6
+    cell = quickstart.torch_gru_cell(hidden)
+    inits = {
+        "input kernels": cell.kernel_init,
+        "recurrent kernels": cell.recurrent_kernel_init,
+        "biases": cell.bias_init,
+    }
+    groups = {
+        name: [init(jr.key(i), (2048, hidden), jnp.float32)]
+        for i, (name, init) in enumerate(inits.items())
+    }
+    _assert_torch_gru_variances(groups, hidden)
+
+
+@pytest.mark.slow  # initialises the 40-step bidirectional GRU (seconds of tracing)
+def test_quickstart_gru_model_params_start_like_torch_gru():
+    hidden = 64  # 384 input-kernel entries, 24576 recurrent, 512 biases
+    params = quickstart.build_model("gru", gru_hidden=hidden).init(jr.key(0))
+    cells = [params[k] for k in params if k.startswith("GRUCell")]
+    assert len(cells) == 2  # the two directions
+    groups = {
+        "input kernels": [c[g]["kernel"] for c in cells for g in ("ir", "iz", "in")],
+        "recurrent kernels": [c[g]["kernel"] for c in cells for g in ("hr", "hz", "hn")],
+        "biases": [c[g]["bias"] for c in cells for g in ("ir", "iz", "in", "hn")],
+    }
+    _assert_torch_gru_variances(groups, hidden)
 
 
 def test_quickstart_verdict_rule():

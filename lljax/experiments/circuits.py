@@ -40,7 +40,8 @@ from lljax.experiments import Measurement, Result, Verdict, measure, progress, r
 CLAIM = (
     "On a hierarchical compositional target (a binary tree of one shared random 2-input "
     "function), deep MLPs reach a lower test error than one-hidden-layer MLPs with the same "
-    "number of parameters once training data is plentiful."
+    "number of parameters once training data is plentiful (by more than 10%), while on a "
+    "smooth non-compositional control of the same inputs they do not."
 )
 #: Smallest depth gain (log error ratio shallow/deep) counted as a meaningful advantage.
 MEANINGFUL_GAIN = math.log(1.1)
@@ -267,33 +268,79 @@ def _log_gains(err_shallow, err_deep) -> np.ndarray:
     return np.log(np.asarray(err_shallow, np.float64)) - np.log(np.asarray(err_deep, np.float64))
 
 
-def verdict(gains: dict[int, Measurement], *, z: float = 2.0) -> Verdict:
+def _interval(g: Measurement, margin: float) -> str:
+    if not math.isfinite(margin):
+        return f"{g.value:+.3f} (no interval)"
+    return f"{g.value:+.3f} ± {g.stderr:.3f} [{g.value - margin:+.3f}, {g.value + margin:+.3f}]"
+
+
+def verdict(
+    gains: dict[int, Measurement],
+    *,
+    control: dict[int, Measurement] | None = None,
+    level: float = 0.95,
+) -> Verdict:
     """Decides the claim from the depth gains at the largest training set, one per budget.
 
-    Rule: SUPPORTED if every budget's gain exceeds ``z`` standard errors above 0; NOT
-    SUPPORTED if some budget's gain is ``z`` standard errors below 0 (width wins) or every
-    budget's upper bound ``gain + z·se`` is below log(1.1) (no advantage as large as 10 %);
-    UNDECIDED otherwise (including missing standard errors).
+    Each gain (log error ratio shallow/deep, > 0: depth wins) is judged by its ``level``
+    interval ``gain ± margin`` (Student's t over seeds,
+    :meth:`~lljax.experiments.Measurement.margin`) against 0 and ``MEANINGFUL_GAIN``
+    (log 1.1, a 10 % lower error). On the compositional target depth *wins* at a budget
+    when the interval is above 0 and the gain exceeds log 1.1, and *loses* when the whole
+    interval is below log 1.1 (any advantage is under 10 %, or width wins). On the
+    control the same tests read the other way: depth showing a meaningful win there
+    contradicts the claim's "not on the control"; an interval below log 1.1 confirms it.
+
+    Rule: SUPPORTED if depth wins at every budget on the compositional target and (when
+    ``control`` is given) has no meaningful advantage at any budget on the control; NOT
+    SUPPORTED if depth loses at some budget on the compositional target or wins at some
+    budget on the control; UNDECIDED otherwise (including fewer than 2 seeds).
+
+    Args:
+      gains: budget -> depth gain on the compositional target.
+      control: budget -> depth gain on the non-compositional control, or ``None``.
+      level: the interval's coverage.
     """
+    mg = MEANINGFUL_GAIN
+
+    def judge(g: Measurement) -> tuple[bool, bool, float]:
+        m = g.margin(level)  # nan without a standard error: both tests False
+        return g.value - m > 0 and g.value > mg, g.value + m < mg, m
+
+    comp = {b: judge(g) for b, g in sorted(gains.items())}
+    ctrl = {b: judge(g) for b, g in sorted((control or {}).items())}
+    pct = f"{100 * level:g}%"
     parts = ", ".join(
-        f"budget {b}: {g.value:+.3f} ± {g.stderr:.3f} (error ratio {math.exp(g.value):.2f})"
-        for b, g in sorted(gains.items())
+        f"budget {b}: {_interval(gains[b], m)} (error ratio {math.exp(gains[b].value):.2f})"
+        for b, (_, _, m) in comp.items()
     )
     evidence = (
-        f"depth gain log(err_shallow/err_deep) at the largest training set, {parts}; "
-        f"rule: supported if every gain > {z:g} s.e. above 0"
+        f"depth gain log(err_shallow/err_deep) at the largest training set with {pct} t "
+        f"intervals, {parts}; rule: supported if every interval is above 0 and every gain "
+        f"above log 1.1 = {mg:.3f}, not supported if some interval lies below {mg:.3f}"
     )
-    if not gains or any(not math.isfinite(g.stderr) for g in gains.values()):
-        return Verdict(CLAIM, None, evidence + "; standard errors need >= 2 seeds")
-    lo = [g.value - z * g.stderr for g in gains.values()]
-    hi = [g.value + z * g.stderr for g in gains.values()]
-    if all(v > 0 for v in lo):
+    if control is not None:
+        evidence += (
+            "; on the control, "
+            + ", ".join(f"budget {b}: {_interval(control[b], m)}" for b, (_, _, m) in ctrl.items())
+            + f" (needs every interval below {mg:.3f}; a gain above 0 and {mg:.3f} there "
+            "contradicts the claim)"
+        )
+    if not comp:
+        return Verdict(CLAIM, None, evidence + "; no budgets")
+    if any(not math.isfinite(m) for *_, m in [*comp.values(), *ctrl.values()]):
+        return Verdict(CLAIM, None, evidence + "; intervals need >= 2 seeds")
+    reasons = [
+        f"budget {b}: any depth advantage is below 10 %" for b, (_, lo, _) in comp.items() if lo
+    ]
+    reasons += [f"budget {b}: depth also wins on the control" for b, (w, _, _) in ctrl.items() if w]
+    if reasons:
+        return Verdict(CLAIM, False, evidence + "; " + "; ".join(reasons))
+    if all(w for w, _, _ in comp.values()) and all(lo for _, lo, _ in ctrl.values()):
         return Verdict(CLAIM, True, evidence)
-    if any(v < 0 for v in hi):
-        return Verdict(CLAIM, False, evidence + "; the shallow net is significantly better")
-    if all(v < MEANINGFUL_GAIN for v in hi):
-        return Verdict(CLAIM, False, evidence + "; any depth advantage is below 10 %")
-    return Verdict(CLAIM, None, evidence + "; the gains are not significant (more seeds)")
+    open_ = [f"budget {b}" for b, (w, _, _) in comp.items() if not w]
+    open_ += [f"control budget {b}" for b, (_, lo, _) in ctrl.items() if not lo]
+    return Verdict(CLAIM, None, evidence + f"; not decided at {', '.join(open_)} (more seeds)")
 
 
 # --------------------------------------------------------------------------------------
@@ -532,7 +579,10 @@ def _result(errors, archs, budgets, train_sizes, seeds, lengthscale, num_inputs,
             gains[tname][b] = {
                 n: depth_gain(per_arch[sh][n]["test"], per_arch[dp][n]["test"]) for n in train_sizes
             }
-    v = verdict({b: gains["compositional"][b][big] for b in budgets})
+    v = verdict(
+        {b: gains["compositional"][b][big] for b in budgets},
+        control={b: gains["control"][b][big] for b in budgets} if "control" in gains else None,
+    )
     evidence = v.evidence
     shrink = {}
     if "control" in gains:
@@ -545,7 +595,7 @@ def _result(errors, archs, budgets, train_sizes, seeds, lengthscale, num_inputs,
         text = ", ".join(
             f"budget {b}: control gain {gains['control'][b][big].value:+.3f}, "
             f"difference {s.value:+.3f} ± {s.stderr:.3f}"
-            f" ({'shrinks' if s.value > 2 * s.stderr else 'no significant shrinkage'})"
+            f" ({'shrinks' if s.value - s.margin() > 0 else 'no significant shrinkage'})"
             for b, s in shrink.items()
         )
         evidence += f". Control (random Fourier features, same d): {text}"

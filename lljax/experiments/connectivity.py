@@ -20,10 +20,10 @@ Three measurements on one MLP trained with plain SGD on MNIST-1D:
    zeroes the learning rate once its budget is spent (:func:`masked_sgd`), so a parent
    stopped at ``k`` is exactly the first ``k`` steps of its trajectory.
 
-Verdict rule (:func:`verdict`): the claim is supported when (a) the linear barrier exceeds
-zero by more than ``z`` standard errors, (b) the curve barrier is below the linear one by
-more than ``z`` standard errors of the paired difference *and* is at most
-``max_curve_fraction`` of it, and (c) Kendall's τ between spawn step and instability is
+Verdict rule (:func:`verdict`): the claim is supported when (a) the linear barrier's
+``level`` (95%) Student-t interval over pairs lies above zero, (b) the interval of the paired
+difference linear − curve lies above zero *and* the curve barrier is at most
+``max_curve_fraction`` of the linear one, and (c) Kendall's τ between spawn step and instability is
 negative with a bootstrap confidence interval below zero (the bootstrap resamples parents,
 whose points at different spawn steps are not independent; with fewer than
 :data:`lljax.experiments.MIN_CLUSTERS` parents there is no interval). Parts (a) and (b) fail
@@ -132,7 +132,7 @@ def verdict(
     spawn_steps: Sequence[float],
     instability: Sequence[float],
     *,
-    z: float = 2.0,
+    level: float = 0.95,
     max_curve_fraction: float = 0.25,
     tau_interval: tuple[float, float] | None = None,
 ) -> tuple[Verdict, dict[str, bool | None]]:
@@ -142,7 +142,8 @@ def verdict(
       linear: loss barrier on the straight line, one per independent pair.
       curve: loss barrier along the trained curve, same pairs.
       spawn_steps, instability: one point per spawned pair (``k``, error barrier).
-      z: standard errors a difference must exceed.
+      level: coverage of the Student-t intervals over pairs
+        (:meth:`~lljax.experiments.Measurement.margin`) that must exclude zero.
       max_curve_fraction: the curve barrier must be at most this fraction of the linear
         one to count as "removed" rather than merely lowered.
       tau_interval: bootstrap confidence interval of Kendall's τ: entirely below 0
@@ -160,9 +161,9 @@ def verdict(
         parts["barrier"] = None
         parts["curve"] = None
     else:
-        parts["barrier"] = bool(lin.value > z * lin.stderr)
+        parts["barrier"] = bool(lin.value - lin.margin(level) > 0)
         parts["curve"] = bool(
-            diff.value > z * diff.stderr and cur.value <= max_curve_fraction * lin.value
+            diff.value - diff.margin(level) > 0 and cur.value <= max_curve_fraction * lin.value
         )
     k, inst = np.asarray(spawn_steps, float), np.asarray(instability, float)
     tau = math.nan
@@ -185,8 +186,9 @@ def verdict(
     else:
         ci = f" (CI [{tau_interval[0]:.2f}, {tau_interval[1]:.2f}])"
     evidence = (
-        f"linear loss barrier {lin} over {lin.n} independent pairs; Bezier-curve barrier "
-        f"{cur}; paired reduction {diff} (rule: reduction > {z:g} s.e. and curve ≤ "
+        f"linear loss barrier {lin} over {lin.n} independent pairs (rule: its "
+        f"{100 * level:g}% t interval above 0); Bezier-curve barrier {cur}; paired reduction "
+        f"{diff} (rule: its interval above 0 and curve ≤ "
         f"{max_curve_fraction:g} × linear); Kendall τ(spawn step, instability) = "
         f"{tau:.2f}{ci} (rule: interval below 0; at or above 0 contradicts). Parts: "
         + ", ".join(f"{n} {_label(v)}" for n, v in parts.items())
@@ -199,6 +201,12 @@ def verdict(
     else:
         supported = None
     return Verdict(CLAIM, supported, evidence), parts
+
+
+def symlog_threshold(spawn_steps: Sequence[float]) -> float:
+    """Linear range of the instability figure's symlog axis: the smallest positive spawn
+    step, at least 1 (1 when no step is positive, e.g. ``spawn_steps=(0,)``)."""
+    return max(1.0, float(min((k for k in spawn_steps if k > 0), default=1)))
 
 
 def _label(v: bool | None) -> str:
@@ -228,7 +236,7 @@ def _path_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             curve_learning_rate=1e-2,
             num_bends=1,
             num_points=21,
-            z=2.0,
+            level=0.95,
             max_curve_fraction=0.25,
             num_bootstrap=1000,
             path_chunk_size=None,
@@ -245,7 +253,7 @@ def _path_band(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             curve_learning_rate=1e-2,
             num_bends=1,
             num_points=41,
-            z=2.0,
+            level=0.95,
             max_curve_fraction=0.25,
             num_bootstrap=2000,
             path_chunk_size=4,
@@ -275,7 +283,7 @@ def run(
     curve_learning_rate: float = 1e-2,
     num_bends: int = 1,
     num_points: int = 21,
-    z: float = 2.0,
+    level: float = 0.95,
     max_curve_fraction: float = 0.25,
     num_bootstrap: int = 1000,
     path_chunk_size: int | None = None,
@@ -295,7 +303,7 @@ def run(
       num_spawn_pairs: parents per spawn step (each gives one pair of children).
       curve_steps, curve_learning_rate, num_bends: Bezier-curve training (Adam).
       num_points: points on each path.
-      z, max_curve_fraction: verdict thresholds (see :func:`verdict`).
+      level, max_curve_fraction: verdict thresholds (see :func:`verdict`).
       num_bootstrap: bootstrap resamples for Kendall's τ.
       path_chunk_size: path points evaluated at once (``None``: all; bounds memory on
         large populations, where every pair's path is evaluated together).
@@ -448,7 +456,7 @@ def run(
         cur_barrier,
         k_points,
         instability.ravel(),
-        z=z,
+        level=level,
         max_curve_fraction=max_curve_fraction,
         tau_interval=tau_interval,
     )
@@ -531,7 +539,7 @@ def run(
         err = 100 * instability.std(1, ddof=1) / math.sqrt(sp) if sp > 1 else np.zeros_like(mean)
         ax.errorbar(ks, mean, yerr=err, marker="o", capsize=3, label="mean ± s.e.")
         ax.plot(k_points, 100 * instability.ravel(), ".", color="0.5", alpha=0.6, label="pairs")
-        ax.set_xscale("symlog", linthresh=max(1.0, float(min(k for k in spawn if k > 0) or 1)))
+        ax.set_xscale("symlog", linthresh=symlog_threshold(spawn))
         title = "Instability vs spawn step"
         if tau is not None:
             title += f" (Kendall τ = {tau.value:.2f})"

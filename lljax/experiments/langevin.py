@@ -351,26 +351,48 @@ def toy_verdict(
 ) -> Verdict:
     """The rule for part (a), from the measured numbers.
 
-    SUPPORTED when, for every ``d``, the excess distance ``tv − tv_noise`` is at most
-    ``tv_tolerance`` (room for SGLD's O(step) bias) *and* the fitted slope of the log
-    flat/sharp ratio against ``d`` is positive and within ``3 · stderr +
-    slope_rel_tolerance · |exact|`` of the exact slope; NOT SUPPORTED otherwise.
+    The occupation matches when, for every ``d``, the excess distance ``tv − tv_noise`` is
+    at most ``tv_tolerance`` (room for SGLD's O(step) bias). The slope of the log
+    flat/sharp ratio against ``d`` is judged by its 95% interval ``slope ± margin`` (t
+    quantile over the groups, :meth:`~lljax.experiments.Measurement.margin`) against the
+    band ``exact ± slope_rel_tolerance · |exact|``: it agrees when the interval lies inside
+    the band and the slope is positive, disagrees when the interval misses the band or
+    holds no positive slope, and is undecided otherwise (including fewer than 2 groups).
+
+    SUPPORTED when the occupation matches and the slope agrees; NOT SUPPORTED when the
+    occupation mismatches or the slope disagrees; UNDECIDED otherwise.
     """
     worst = max(tv, key=lambda d: tv[d] - tv_noise[d])
     excess = tv[worst] - tv_noise[worst]
     match = excess <= tv_tolerance
-    se = slope.stderr if math.isfinite(slope.stderr) else 0.0
-    slope_ok = slope.value > 0 and abs(slope.value - exact_slope) <= (
-        3 * se + slope_rel_tolerance * abs(exact_slope)
-    )
+    margin = slope.margin()
+    band = slope_rel_tolerance * abs(exact_slope)
+    dev = abs(slope.value - exact_slope)
+    slope_ok: bool | None
+    if dev - margin > band or slope.value + margin <= 0:
+        slope_ok = False
+    elif dev + margin <= band and slope.value > 0:
+        slope_ok = True
+    else:  # includes a missing margin (fewer than 2 groups): every comparison is False
+        slope_ok = None
+    slope_word = {True: "agrees", False: "disagrees", None: "undecided"}[slope_ok]
+    if not math.isfinite(margin):
+        slope_word += " (no interval: fewer than 2 groups)"
     evidence = (
         f"largest TV from a(x)^(−d/2) is {tv[worst]:.4f} at d={worst} (noise level "
         f"{tv_noise[worst]:.4f}; rule: excess ≤ {tv_tolerance:g}) — "
-        f"{'match' if match else 'mismatch'}; log(flat/sharp) vs d slope {slope} vs exact "
-        f"{exact_slope:.4f} (rule: > 0 and within 3 s.e. + {100 * slope_rel_tolerance:g}%) — "
-        f"{'agrees' if slope_ok else 'disagrees'}"
+        f"{'match' if match else 'mismatch'}; log(flat/sharp) vs d slope {slope} (95% "
+        f"interval ± {margin:.4f}) vs exact {exact_slope:.4f} (rule: interval > 0 and inside "
+        f"exact ± {100 * slope_rel_tolerance:g}%; disagrees if it misses that band) — "
+        f"{slope_word}"
     )
-    return Verdict(CLAIM_A, bool(match and slope_ok), evidence)
+    if not match or slope_ok is False:
+        supported = False
+    elif slope_ok:
+        supported = True
+    else:
+        supported = None
+    return Verdict(CLAIM_A, supported, evidence)
 
 
 # ----------------------------------------------------------------------------------------
@@ -530,10 +552,17 @@ def grokking_verdict(
     crossing over that at the train crossing; ``llc_change``: LLC at the test crossing
     minus that at the train crossing.
 
-    UNDECIDED if some seed never fits or never generalises within ``total_steps``.
-    Otherwise SUPPORTED when the delay ``test − train`` is positive beyond noise (mean
-    − 2 s.e. > 0, and the mean exceeds one checkpoint interval), the norm ratio is below 1
-    (mean + 2 s.e. < 1) and the LLC change is negative (mean + 2 s.e. < 0).
+    UNDECIDED if some seed never fits or never generalises within ``total_steps``, or with
+    fewer than 2 seeds (no interval). Otherwise each quantity is judged by its 95% interval
+    ``mean ± margin`` (Student's t over seeds, :meth:`~lljax.experiments.Measurement.margin`):
+
+    - delay: shown when ``delay − margin > 0`` and ``delay > interval`` (one checkpoint);
+      ruled out when ``delay + margin ≤ interval``;
+    - weight norm: falls when ``ratio + margin < 1``; ruled out when ``ratio − margin ≥ 1``;
+    - LLC: falls when ``ΔLLC + margin < 0``; ruled out when ``ΔLLC − margin ≥ 0``.
+
+    SUPPORTED when all three are shown; NOT SUPPORTED when one is ruled out; UNDECIDED
+    otherwise (an interval that neither shows nor rules out a fall does not decide).
     """
     train_steps, test_steps = np.asarray(train_steps, float), np.asarray(test_steps, float)
     n = train_steps.size
@@ -545,22 +574,54 @@ def grokking_verdict(
             f"only {k} of {n} seeds reached the test-accuracy threshold within {total_steps} "
             "steps (too short to grok; run --preset full)",
         )
-
-    def se(m: Measurement) -> float:  # 0 with a single seed: the mean alone decides
-        return m.stderr if math.isfinite(m.stderr) else 0.0
-
     delay = measure(test_steps - train_steps)
     ratio, dllc = measure(norm_ratio), measure(llc_change)
-    delayed = delay.value - 2 * se(delay) > 0 and delay.value > interval
-    norm_falls = ratio.value + 2 * se(ratio) < 1
-    llc_falls = dllc.value + 2 * se(dllc) < 0
+    if n < 2:
+        return Verdict(
+            CLAIM_B,
+            None,
+            f"grokking delay {delay.value:g} steps, weight norm ratio {ratio.value:.3f}, LLC "
+            f"change {dllc.value:+.3g} from {n} seed: no standard error, so no interval to "
+            "decide from (run at least 2 seeds)",
+        )
+    md, mr, ml = delay.margin(), ratio.margin(), dllc.margin()
+    parts = {
+        "delay": (
+            True
+            if delay.value - md > 0 and delay.value > interval
+            else False
+            if delay.value + md <= interval
+            else None
+        ),
+        "norm": True if ratio.value + mr < 1 else False if ratio.value - mr >= 1 else None,
+        "llc": True if dllc.value + ml < 0 else False if dllc.value - ml >= 0 else None,
+    }
+    words = {
+        "delay": {True: "delayed", False: "no delay", None: "delay undecided"},
+        "norm": {True: "falls", False: "does not fall", None: "neither falls nor rules out a fall"},
+        "llc": {True: "falls", False: "does not fall", None: "neither falls nor rules out a fall"},
+    }
+
+    def ci(m: Measurement, margin: float, fmt: str) -> str:
+        return f"95% interval [{m.value - margin:{fmt}}, {m.value + margin:{fmt}}]"
+
     evidence = (
-        f"grokking delay {delay} steps (rule: mean − 2 s.e. > 0 and > {interval}) — "
-        f"{'delayed' if delayed else 'not delayed'}; weight norm ratio over the delay {ratio} "
-        f"({'falls' if norm_falls else 'does not fall'}); LLC change {dllc} "
-        f"({'falls' if llc_falls else 'does not fall'})"
+        f"{n} seeds, 95% t intervals; grokking delay {delay} steps "
+        f"({ci(delay, md, '.0f')}; rule: lower end > 0 and mean > {interval}, no delay if "
+        f"the upper end ≤ {interval}) — {words['delay'][parts['delay']]}; weight norm ratio "
+        f"over the delay {ratio} ({ci(ratio, mr, '.3f')}; falls if the upper end < 1, does "
+        f"not if the lower end ≥ 1) — {words['norm'][parts['norm']]}; LLC change {dllc} "
+        f"({ci(dllc, ml, '.2f')}; falls if the upper end < 0, does not if the lower end ≥ 0) "
+        f"— {words['llc'][parts['llc']]}"
     )
-    return Verdict(CLAIM_B, bool(delayed and norm_falls and llc_falls), evidence)
+    values = list(parts.values())
+    if any(v is False for v in values):
+        supported = False
+    elif all(values):
+        supported = True
+    else:
+        supported = None
+    return Verdict(CLAIM_B, supported, evidence)
 
 
 def combine(a: Verdict, b: Verdict) -> Verdict:

@@ -11,7 +11,12 @@ so gradient norms of true critical points reach ~1e-15 and Hessian indices are e
    2019) and are discarded. Copies of a critical point under the network's symmetries share
    loss and index, so the rank correlation is taken over distinct ``(loss, index)`` pairs.
 2. **Minima vs size**: the fraction of converged searches ending at a minimum (index 0), per
-   initialisation seed, as the hidden width (parameter count) grows.
+   initialisation seed, as the hidden width (parameter count) grows. Wider students train
+   more slowly, and a search started from a GD snapshot taken mid-descent tends to end at a
+   saddle, so the fraction is confounded by GD's run length: the trend counts only when, at
+   every width, GD had stopped descending by its last snapshot for most initialisations
+   (:func:`gd_stationary`, :func:`resolve_trend`); otherwise it is "unresolved" and the
+   verdict undecided, with the fractions and the diagnosis in the evidence.
 3. **Escape times** from a strict saddle found in (1), for gradient descent started at the
    saddle, perturbed GD (one Gaussian kick, Jin et al. 2017), noisy GD (isotropic Gaussian
    noise each step) and SGD (minibatches drawn with replacement), over vmapped seeds
@@ -55,6 +60,13 @@ CLAIM = (
     "as the parameter count grows (Dauphin et al. 2014)."
 )
 METHODS = ("GD", "perturbed GD", "noisy GD", "SGD")
+
+#: GD counts as stationary at its last snapshot when its loss changed by at most this
+#: fraction over the last snapshot interval (:func:`gd_stationary`).
+STATIONARY_RTOL = 1e-2
+#: The minima trend is resolved when more than this fraction of each width's
+#: initialisations had stationary GD (:func:`resolve_trend`).
+STATIONARY_MAJORITY = 0.5
 
 
 def num_params(input_dim: int, width: int) -> int:
@@ -157,33 +169,92 @@ def minima_trend(fractions: list[Measurement], sizes: list[int]) -> tuple[str, f
     """``"decreasing"``, ``"increasing"`` or ``"flat"`` minima fraction with size, and τ.
 
     Decreasing: Kendall τ(size, fraction) < 0 and the smallest size's fraction exceeds the
-    largest size's by more than twice their combined standard error (increasing: mirror).
+    largest size's by more than the 95% t margin of their difference (increasing: mirror).
+    The sizes are compared by value, whatever their order in the lists. The difference's
+    standard error combines both (independent seeds); its margin uses ``min(n₁, n₂) − 1``
+    degrees of freedom, the conservative bound on Welch's.
     """
-    ok = [i for i, f in enumerate(fractions) if math.isfinite(f.value)]
+    ok = sorted(
+        (i for i, f in enumerate(fractions) if math.isfinite(f.value)), key=lambda i: sizes[i]
+    )
     if len(ok) < 2:
         return "flat", math.nan
     vals = np.array([fractions[i].value for i in ok])
     tau = ensemble.rank_correlation(np.array([sizes[i] for i in ok], float), vals).value
-    first, last = fractions[ok[0]], fractions[ok[-1]]
-    se = math.sqrt(sum(s**2 for s in (first.stderr, last.stderr) if math.isfinite(s)))
-    diff = first.value - last.value
-    if math.isfinite(tau) and tau < 0 and diff > 2 * se:
+    smallest, largest = fractions[ok[0]], fractions[ok[-1]]
+    se = math.sqrt(sum(s**2 for s in (smallest.stderr, largest.stderr) if math.isfinite(s)))
+    diff = smallest.value - largest.value
+    margin = Measurement(diff, se, min(smallest.n, largest.n)).margin()
+    if math.isfinite(tau) and tau < 0 and diff > margin:
         return "decreasing", tau
-    if math.isfinite(tau) and tau > 0 and -diff > 2 * se:
+    if math.isfinite(tau) and tau > 0 and -diff > margin:
         return "increasing", tau
     return "flat", tau
 
 
-def verdict(corr, trend: str, num_distinct: int, min_points: int = 5) -> Verdict:
+def gd_stationary(
+    start_loss, start_step, init_seed, num_inits: int, *, rtol: float = STATIONARY_RTOL
+) -> np.ndarray:
+    """Per initialisation, whether its GD had stopped descending by the last snapshot.
+
+    Stationary: ``|L(s_K−1) − L(s_K)| ≤ rtol · L(s_K)`` over the last snapshot interval
+    ``[s_K−1, s_K]``. With fewer than two snapshot steps nothing is known: all ``False``.
+
+    Args:
+      start_loss, start_step, init_seed: per start (as returned by the width's search).
+      num_inits: initialisations.
+      rtol: relative loss change accepted over the last interval.
+
+    Returns:
+      ``(num_inits,)`` bools.
+    """
+    start_loss, start_step = np.asarray(start_loss, float), np.asarray(start_step)
+    init_seed = np.asarray(init_seed)
+    steps = np.unique(start_step)
+    out = np.zeros(num_inits, bool)
+    if steps.size < 2:
+        return out
+    for s in range(num_inits):
+        sel = init_seed == s
+        last = start_loss[sel & (start_step == steps[-1])]
+        prev = start_loss[sel & (start_step == steps[-2])]
+        if last.size and prev.size:
+            out[s] = bool(abs(prev[0] - last[0]) <= rtol * abs(last[0]))
+    return out
+
+
+def resolve_trend(
+    trend: str, stationary_fraction: dict, *, majority: float = STATIONARY_MAJORITY
+) -> tuple[str, list]:
+    """The minima trend the verdict may use, and the widths that prevent it.
+
+    ``trend`` stands when at every width more than ``majority`` of the initialisations had
+    stationary GD (:func:`gd_stationary`; a NaN fraction counts as not stationary);
+    otherwise the searches at some width started from still-descending GD, which finds
+    fewer minima, and the trend is ``"unresolved"``.
+
+    Returns:
+      ``(trend or "unresolved", widths whose GD was still descending)``.
+    """
+    unsettled = [w for w, f in stationary_fraction.items() if not f > majority]
+    return ("unresolved" if unsettled else trend), unsettled
+
+
+def verdict(
+    corr, trend: str, num_distinct: int, min_points: int = 5, trend_note: str = ""
+) -> Verdict:
     """The rule: supported iff τ(loss, index)'s bootstrap CI is above 0 and minima decrease.
 
     Not supported if the CI is below 0 or the minima fraction increases significantly;
-    undecided otherwise (including fewer than ``min_points`` distinct critical points).
+    undecided otherwise (including fewer than ``min_points`` distinct critical points, and
+    an ``"unresolved"`` trend, see :func:`resolve_trend`). ``trend_note`` (the fractions and
+    the GD diagnosis) is added to the evidence after the trend.
     """
     evidence = (
         f"Kendall tau(loss, index) = {corr.value:.3f} "
         f"[{corr.low:.3f}, {corr.high:.3f}] (95% bootstrap CI, initialisations resampled) "
         f"over {num_distinct} distinct critical points; minima fraction with size: {trend}"
+        + (f" ({trend_note})" if trend_note else "")
     )
     if num_distinct < min_points or not math.isfinite(corr.low):
         return Verdict(
@@ -556,7 +627,13 @@ def _run(
             corr_by_width[w] = ensemble.rank_correlation(
                 s["loss"][keep], s["negative_fraction"][keep]
             ).value
-        per_width[w] = {"converged": conv, "distinct": keep, "distinct_minima": distinct_min}
+        stationary = gd_stationary(s["start_loss"], s["start_step"], s["init_seed"], num_inits)
+        per_width[w] = {
+            "converged": conv,
+            "distinct": keep,
+            "distinct_minima": distinct_min,
+            "gd_stationary": float(np.mean(stationary)),
+        }
         summary.append(
             {
                 "width": w,
@@ -568,6 +645,7 @@ def _run(
                 "distinct minima fraction": distinct_min,
                 "max index": int(s["index"][keep].max()) if keep.size else None,
                 "tau(loss, index)": corr_by_width.get(w, math.nan),
+                "GD stationary": per_width[w]["gd_stationary"],
             }
         )
 
@@ -588,7 +666,28 @@ def _run(
         corr = spear = ensemble.RankCorrelation(
             math.nan, math.nan, math.nan, math.nan, "kendall", int(keep.size), 0.95
         )
-    trend, tau_size = minima_trend(minima, sizes)
+    raw_trend, tau_size = minima_trend(minima, sizes)
+    stationary_by_width = {w: per_width[w]["gd_stationary"] for w in widths}
+    trend, unsettled = resolve_trend(raw_trend, stationary_by_width)
+    if len(snapshot_steps) >= 2:
+        interval = f"steps {snapshot_steps[-2]}-{snapshot_steps[-1]}"
+    else:
+        interval = "no GD interval"
+    trend_note = (
+        "per-seed fractions "
+        + ", ".join(f"{m.value:.3g}" for m in minima)
+        + f" at widths {', '.join(map(str, widths))}; GD stationary (loss change ≤ "
+        f"{STATIONARY_RTOL:.0%} over {interval}) for "
+        + ", ".join(f"{stationary_by_width[w]:.0%}" for w in widths)
+        + " of initialisations"
+    )
+    if unsettled:
+        trend_note += (
+            f"; the {raw_trend} trend is not counted: at widths "
+            f"{', '.join(map(str, unsettled))} GD was still descending at its last snapshot "
+            f"(step {snapshot_steps[-1]}) for most initialisations, so their searches started "
+            "mid-descent, where they find fewer minima"
+        )
 
     conv = per_width[index_width]["converged"]
     j = escape_saddle(s["index"], s["eigenvalues"], conv, min_rate=escape_min_rate)
@@ -611,7 +710,7 @@ def _run(
                 escape["times"][m], escape["num_steps"], escape["laws"][m]
             )
 
-    v = verdict(corr, trend, int(keep.size))
+    v = verdict(corr, trend, int(keep.size), trend_note=trend_note)
     escape_rows = []
     for m, ag in agreement.items():
         escape_rows.append(
@@ -647,6 +746,9 @@ def _run(
         "minima_fraction": dict(zip(widths, minima, strict=True)),
         "distinct_minima_fraction": {w: per_width[w]["distinct_minima"] for w in widths},
         "minima_trend": trend,
+        "minima_trend_raw": raw_trend,
+        "gd_stationary_fraction": stationary_by_width,
+        "widths_gd_still_descending": unsettled,
         "kendall_tau_size_minima": tau_size,
         "num_params": dict(zip(widths, sizes, strict=True)),
         "null_loss": null_loss,
@@ -745,7 +847,8 @@ def _run(
             },
             xlabel="number of parameters",
             ylabel="fraction of critical points that are minima",
-            title=f"minima vs size ({trend})",
+            title=f"minima vs size ({raw_trend}"
+            + (", unresolved: GD still descending)" if unsettled else ")"),
         )
 
     def fig_escape():
@@ -783,6 +886,13 @@ def _run(
         "the search method and its starts: the minima fraction is that of this protocol.",
         "Rank correlations count each distinct (loss, index) pair once, so symmetric copies "
         "of a critical point do not narrow the bootstrap interval.",
+        "Minima vs size: searches from GD snapshots taken mid-descent tend to end at saddles, "
+        "and wider students descend more slowly, so the trend counts only if at every width "
+        f"GD's loss changed by at most {STATIONARY_RTOL:.0%} over the last snapshot interval "
+        f"for more than {STATIONARY_MAJORITY:.0%} of the initialisations "
+        "(gd_stationary_fraction: "
+        + ", ".join(f"{w}: {f:.0%}" for w, f in stationary_by_width.items())
+        + ").",
         "Escape: perturbed GD uses one Gaussian kick (Jin et al. use a uniform ball); noisy "
         "GD and perturbed GD use the standard deviation SGD's minibatch noise has along the "
         "negative-curvature direction at the saddle, so the three noisy methods are "

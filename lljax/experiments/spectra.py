@@ -9,7 +9,8 @@ Four measurements, all on populations trained or initialised as one vmapped prog
    (stochastic Lanczos quadrature, :func:`lljax.spectrum.density`), all members in one
    ``jax.vmap``. Prediction tested: about ``C = 10`` outliers separated from the bulk
    (Sagun et al. 2017; Papyan 2019 attributes them to the ``C`` class means of the logit
-   gradients), accepted when the mean count ± 2 s.e. lies within ``C ± tolerance``.
+   gradients), accepted when the mean count's 95% t interval (``mean ± t_{n−1} s.e.``,
+   :meth:`~lljax.experiments.Measurement.margin`) lies within ``C ± tolerance``.
 
    Counting rule. The SLQ density is smoothed with Papyan's kernel (σ from the Lanczos
    length and the spectral range); an isolated eigenvalue then shows as a bump of height
@@ -26,7 +27,10 @@ Four measurements, all on populations trained or initialised as one vmapped prog
    with :func:`lljax.curvature.ggn` + :func:`lljax.curvature.restrict`) is compared with
    the MP law at that ratio (scale fitted) by the total-variation distance between the two
    densities smoothed with the same Gaussian kernel; the floor of this pipeline is the same
-   distance for an exactly Wishart matrix of the same size. A best-fitting ratio is reported.
+   distance for an exact Wishart matrix with the network's structure, ``(1/n) ZᵀZ ⊗ I_C``
+   (``Z``: ``n × W`` i.i.d. Gaussian; :func:`kron_identity`), whose Rademacher-probe SLQ
+   density averages ``C`` copies of each eigenvector just as the network's does. A
+   best-fitting ratio is reported.
 
 3. **Evolution.** λ_max and the trace (Hutchinson, from the SLQ probes) at ``checkpoints``
    equally spaced steps, including initialisation (progressive sharpening: Jastrzębski et
@@ -36,6 +40,11 @@ Four measurements, all on populations trained or initialised as one vmapped prog
    outliers. The BatchNorm Hessian here is that of the network with its normalisation
    frozen at population statistics of the training set (BatchNorm as an affine layer),
    which is what Ghorbani et al. measure at evaluation; training uses batch statistics.
+
+Verdict rules compare a mean over seeds with a threshold through its 95% Student-t margin
+(``t_{n−1}(0.975) × s.e.``, not 2 s.e., which is anti-conservative for the few seeds run);
+the comparison with a nonzero threshold allows a relative slack of :data:`REL_SLACK`, so that
+an exact tie is not decided by float rounding: ties count as *within* the threshold.
 
 References:
   Sagun, Evci, Güney, Dauphin & Bottou, arXiv:1706.04454.
@@ -74,6 +83,11 @@ CLAIM_MP = (
 CLAIM_SHARP = "The top Hessian eigenvalue grows during training (progressive sharpening)."
 
 NORMS = ("none", "batch")
+
+#: Relative slack of a verdict's comparison with its threshold: ``x ≤ limit`` is tested as
+#: ``x ≤ limit · (1 + REL_SLACK)``, so an exact tie (e.g. ``|mean − C| + margin`` equal to the
+#: tolerance in exact arithmetic) counts as within the threshold whatever the rounding.
+REL_SLACK = 1e-9
 
 #: Streams of a member's key ``jax.random.key(seed + i)``. :func:`lljax.ensemble.train`
 #: splits that key into its init and data-order keys, and ``jax.random.split(k)`` equals
@@ -245,59 +259,110 @@ def single_eigenvalue_height(num_params: int, sigma: float) -> float:
 # Verdict rules
 
 
-def outlier_verdict(counts, num_classes: int, tolerance: float, censored: bool) -> Verdict:
-    """Supported when ``|mean − C| + 2 s.e. ≤ tolerance`` (the mean is within the tolerance
-    even at 2 s.e.), not supported when ``|mean − C| − 2 s.e. > tolerance``, else undecided.
+def within(x: float, limit: float) -> bool:
+    """``x ≤ limit`` up to a relative slack :data:`REL_SLACK` (ties count as within).
 
-    A single seed (no standard error) is judged by its count alone.
+    Examples:
+      >>> within(2.0000000000000004, 2.0), within(2.001, 2.0)
+      (True, False)
+    """
+    return x <= limit + REL_SLACK * abs(limit)
+
+
+def _margin_text(m, what: str, fmt: str = ".2f") -> str:
+    """``"what ± 95% t-margin 1.43 (t with 2 d.f. × s.e.)"``: the rule in the evidence."""
+    if m.n < 2:
+        return f"{what} ± 95% t-margin"
+    return f"{what} ± 95% t-margin {m.margin():{fmt}} (t with {m.n - 1} d.f. × s.e.)"
+
+
+def outlier_verdict(counts, num_classes: int, tolerance: float, censored: bool) -> Verdict:
+    """Supported when ``|mean − C| + margin ≤ tolerance`` (the 95% t interval of the mean lies
+    within the tolerance; :meth:`~lljax.experiments.Measurement.margin`), not supported when
+    ``|mean − C| − margin > tolerance``, else undecided. Ties count as within (see
+    :func:`within`): a boundary case supports, it never refutes.
+
+    A single seed (no standard error) is judged by its count alone (margin 0).
     """
     m = measure(counts)
-    se = 0.0 if math.isnan(m.stderr) else m.stderr
+    margin = 0.0 if m.n < 2 else m.margin()
     gap = abs(m.value - num_classes)
+    rule = _margin_text(m, "|mean − C|") if m.n >= 2 else "one seed, |count − C|"
     evidence = (
         f"outliers per seed {[int(c) for c in counts]}, mean {m} vs C = "
-        f"{num_classes} (rule: |mean − C| ± 2 s.e. vs {tolerance:g})"
+        f"{num_classes} (rule: {rule} vs {tolerance:g})"
     )
     if censored:
         return Verdict(CLAIM, None, evidence + "; some counts hit top_k (censored)")
-    if gap + 2 * se <= tolerance:
+    if within(gap + margin, tolerance):
         return Verdict(CLAIM, True, evidence)
-    if gap - 2 * se > tolerance:
+    if not within(gap - margin, tolerance):
         return Verdict(CLAIM, False, evidence)
-    return Verdict(CLAIM, None, evidence + "; within 2 s.e. of the tolerance")
+    return Verdict(CLAIM, None, evidence + "; the 95% interval straddles the tolerance")
 
 
 def difference_verdict(claim: str, diffs, what: str) -> Verdict:
-    """Paired differences ``diffs`` (positive = claim): mean − 2 s.e. > 0 supports, mean +
-    2 s.e. ≤ 0 refutes, otherwise (or with one seed) undecided."""
+    """Paired differences ``diffs`` (positive = claim): mean − margin > 0 supports, mean +
+    margin ≤ 0 refutes (margin: the 95% t margin, :meth:`~lljax.experiments.Measurement.margin`),
+    otherwise (or with one seed) undecided."""
     m = measure(diffs)
-    evidence = f"{what}: {m} over {m.n} paired seeds (rule: mean ± 2 s.e. vs 0)"
-    if math.isnan(m.stderr):
+    margin = m.margin()
+    evidence = f"{what}: {m} over {m.n} paired seeds (rule: {_margin_text(m, 'mean')} vs 0)"
+    if not math.isfinite(margin):
         return Verdict(claim, None, evidence + "; one seed gives no error bar")
-    if m.value - 2 * m.stderr > 0:
+    if m.value - margin > 0:
         return Verdict(claim, True, evidence)
-    if m.value + 2 * m.stderr <= 0:
+    if m.value + margin <= 0:
         return Verdict(claim, False, evidence)
     return Verdict(claim, None, evidence)
 
 
+def batchnorm_verdict(counts_plain, counts_batch, top_k: int) -> Verdict:
+    """:func:`difference_verdict` of the paired outlier counts without minus with BatchNorm;
+    undecided, with the censored counts named, when any count reaches ``top_k``.
+
+    A count that reaches ``top_k`` is only a lower bound on the number of outliers, so the
+    paired differences and their standard error are unknown (even the sign of the error is:
+    a larger true difference can come with a larger standard error), as for the plain counts
+    in :func:`outlier_verdict`.
+    """
+    counts_plain, counts_batch = np.asarray(counts_plain), np.asarray(counts_batch)
+    v = difference_verdict(
+        CLAIM_BN, counts_plain - counts_batch, "outliers without minus with BatchNorm"
+    )
+    censored = [
+        f"{name} {[int(c) for c in counts]}"
+        for name, counts in (("plain", counts_plain), ("BatchNorm", counts_batch))
+        if np.any(counts >= top_k)
+    ]
+    if not censored:
+        return v
+    return Verdict(
+        CLAIM_BN,
+        None,
+        v.evidence + f"; some counts hit top_k = {top_k} (censored): " + ", ".join(censored),
+    )
+
+
 def mp_verdict(tv_net, tv_null, margin: float) -> Verdict:
-    """The network's TV distance over the Wishart floor, paired by seed: supported when the
-    excess + 2 s.e. ≤ ``margin``, not supported when excess − 2 s.e. > ``margin``, otherwise
-    (or with one seed) undecided."""
+    """The network's TV distance over the Wishart ⊗ I_C floor, paired by seed: supported when
+    the excess + its 95% t margin ≤ ``margin`` (ties count as within, :func:`within`), not
+    supported when excess − t margin > ``margin``, otherwise (or with one seed) undecided."""
     net, null = measure(tv_net), measure(tv_null)
     excess = measure(np.subtract(tv_net, tv_null))
+    t_margin = excess.margin()
     evidence = (
-        f"TV distance to MP: network {net}, exact Wishart {null} (pipeline floor); excess "
-        f"{excess} over {excess.n} paired seeds (rule: excess ± 2 s.e. vs {margin:g})"
+        f"TV distance to MP: network {net}, exact Wishart ⊗ I_C {null} (pipeline floor); "
+        f"excess {excess} over {excess.n} paired seeds "
+        f"(rule: {_margin_text(excess, 'excess', '.3f')} vs {margin:g})"
     )
-    if math.isnan(excess.stderr):
+    if not math.isfinite(t_margin):
         return Verdict(CLAIM_MP, None, evidence + "; one seed gives no error bar")
-    if excess.value + 2 * excess.stderr <= margin:
+    if within(excess.value + t_margin, margin):
         return Verdict(CLAIM_MP, True, evidence)
-    if excess.value - 2 * excess.stderr > margin:
+    if not within(excess.value - t_margin, margin):
         return Verdict(CLAIM_MP, False, evidence)
-    return Verdict(CLAIM_MP, None, evidence + "; within 2 s.e. of the margin")
+    return Verdict(CLAIM_MP, None, evidence + "; the 95% interval straddles the margin")
 
 
 # --------------------------------------------------------------------------------------
@@ -361,8 +426,39 @@ def _member_outliers(out: dict, i: int, num_params: int, edge_level: float) -> d
     }
 
 
+def kron_identity(g: jax.Array, num_classes: int) -> curvature.Operator:
+    """``g ⊗ I_C`` as an operator, without forming it: ``v ↦ (g @ v.reshape(W, C)).ravel()``.
+
+    The readout block of the squared-loss GGN of ``[d, W, C]`` is ``(1/n) ΦᵀΦ ⊗ I_C`` in the
+    raveled order of the ``(W, C)`` kernel (row ``w·C + c``); this is the same structure for
+    any symmetric ``(W, W)`` matrix ``g``, at ``O(W² C)`` per product and ``W²`` memory.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> op = kron_identity(jnp.array([[2.0, 1.0], [1.0, 3.0]]), 2)
+      >>> op.size, op.matvec(jnp.array([1.0, 0.0, 0.0, 0.0])).tolist()
+      (4, [2.0, 0.0, 1.0, 0.0])
+    """
+    g = jnp.asarray(g)
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"g: expected a square matrix, got shape {g.shape}")
+    w = int(g.shape[0])
+
+    def matvec(v):
+        v = jnp.asarray(v, g.dtype).reshape(w, num_classes)
+        return jnp.matmul(g, v, precision="highest").ravel()
+
+    return curvature.Operator(matvec, w * num_classes, g.dtype, name=f"matrix ⊗ I_{num_classes}")
+
+
 def _mp_population(width, num_examples, num_classes, keys, x, *, probes, steps):
-    """SLQ of the readout GGN block at init for each key, and of Wishart matrices (null)."""
+    """SLQ of the readout GGN block at init for each key, and of ``Wishart ⊗ I_C`` (null).
+
+    The null has the network's operator structure (see :func:`kron_identity`): the
+    Rademacher-probe SLQ density of ``g ⊗ I_C`` averages ``C`` independent probes of ``g``,
+    so its noise, and so the pipeline's floor, is that of the network's density, not the
+    larger one of the bare ``W × W`` matrix.
+    """
     model = models.mlp([x.shape[1], width, num_classes], activation="relu", init="he")
     loss_fn = losses.mse(model)
     y = jnp.zeros((num_examples, num_classes), x.dtype)
@@ -379,7 +475,8 @@ def _mp_population(width, num_examples, num_classes, keys, x, *, probes, steps):
     def null(key):
         k_x, k_slq = jr.split(key)
         z = jr.normal(k_x, (num_examples, width), x.dtype)
-        op = curvature.from_matrix(jnp.matmul(z.T, z, precision="highest") / num_examples)
+        g = jnp.matmul(z.T, z, precision="highest") / num_examples
+        op = kron_identity(g, num_classes)
         return spectrum.density(op, key=k_slq, num_probes=probes, num_steps=steps)
 
     return jax.vmap(net)(keys), jax.vmap(null)(keys)
@@ -577,7 +674,7 @@ def run(
             ],
         }
 
-    # 2: Marchenko–Pastur at initialisation, one wide net per seed, vs exact Wishart.
+    # 2: Marchenko–Pastur at initialisation, one wide net per seed, vs exact Wishart ⊗ I_C.
     say(f"[spectra] MP: W = {mp_width}, n = {mp_examples}", flush=True)
     x_mp = data.x_train[:mp_examples]
     mp_keys = stream_keys(seeds, MP_STREAM)
@@ -599,8 +696,7 @@ def run(
     censored = any(c >= top_k for c in counts["none"])
     verdict = outlier_verdict(counts["none"], C, tolerance, censored)
     if "batch" in norms:
-        bn_diff = np.subtract(counts["none"], counts["batch"])
-        v_bn = difference_verdict(CLAIM_BN, bn_diff, "outliers without minus with BatchNorm")
+        v_bn = batchnorm_verdict(counts["none"], counts["batch"], top_k)
     else:
         v_bn = Verdict(CLAIM_BN, None, "the BatchNorm population was not run (norms)")
     sharpen = plain["evo_top"][:, -1] - plain["evo_top"][:, 0]
@@ -682,8 +778,8 @@ def run(
         row("trace init → final", per(lambda n: f"{mm['trace_init'][n]} → {mm['trace'][n]}")),
     ]
     extra = [
-        ("MP TV distance: net | Wishart", f"{measure(tv_net)} | {measure(tv_null)}",
-         f"paired excess ≤ {mp_margin:g} at 2 s.e."),
+        ("MP TV distance: net | Wishart ⊗ I_C", f"{measure(tv_net)} | {measure(tv_null)}",
+         f"paired excess ≤ {mp_margin:g} at 95% (t)"),
         ("MP aspect ratio: fitted | predicted W/n",
          f"{net_cmp[0]['fit_ratio']:.3g} | {ratio:.3g}", ""),
     ] + [(f"verdict: {k}", v.label, v.evidence) for k, v in mm["verdicts"].items()]  # fmt: skip
@@ -737,6 +833,7 @@ def run(
             "outlier_rule": "eigsh eigenvalues above the bulk edge, where the Papyan-smoothed "
             "SLQ density first drops below edge_level x one eigenvalue's peak",
             "mp_operator": "readout block of the squared-loss GGN of mlp[40, W, 10] at He init",
+            "mp_null": "(1/n) Z^T Z ⊗ I_C, Z n x W standard Gaussian (the network's structure)",
         },
         seeds=seeds,
         data=data_out,
@@ -810,9 +907,9 @@ def _mp_figure(d, ratio, width, n):
     axes[0].plot(m["grid"], m["mp_fitted_ratio"], ":", label="MP, fitted ratio")
     axes[0].set(title=f"1-hidden-layer ReLU net, W = {width}, n = {n}, at init",
                 xlabel="eigenvalue", ylabel="smoothed density")  # fmt: skip
-    axes[1].plot(m["grid_null"], m["density_null"], label="Wishart (SLQ)")
+    axes[1].plot(m["grid_null"], m["density_null"], label="Wishart ⊗ I_C (SLQ)")
     axes[1].plot(m["grid_null"], m["mp_null"], "--", label="MP")
-    axes[1].set(title="exact Wishart, same size (pipeline floor)", xlabel="eigenvalue")
+    axes[1].set(title="exact Wishart ⊗ I_C, same size (pipeline floor)", xlabel="eigenvalue")
     for ax in axes:
         ax.legend(frameon=False, fontsize="small")
     return fig
