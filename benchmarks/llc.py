@@ -102,7 +102,20 @@ def time_devinterp(params, data, settings):
     model = torch.nn.Sequential(*layers).to(device)
     x = torch.from_numpy(np.asarray(data.x_train))
     y = torch.from_numpy(np.asarray(data.y_train)).long()
-    loader = torch.utils.data.DataLoader(
+    class BatchLoader(torch.utils.data.DataLoader):
+        """Shuffled batches by one tensor index each: the default loader fetches and stacks
+        500 examples in Python per step (1.8 ms a batch on the CPU, 28 s of the 16,000 steps
+        here), which would time data loading rather than devinterp's sampler. A DataLoader
+        still, with ``dataset`` and ``batch_size``, which devinterp reads."""
+
+        def __iter__(self):
+            xs, ys = self.dataset.tensors
+            perm = torch.randperm(len(xs))
+            for i in range(0, len(xs), self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                yield xs[idx], ys[idx]
+
+    loader = BatchLoader(
         torch.utils.data.TensorDataset(x, y), batch_size=settings["batch_size"], shuffle=True
     )
     conv = ll.optim.to_devinterp(settings["step_size"], settings["nbeta"], settings["localization"])

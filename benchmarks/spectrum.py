@@ -37,6 +37,7 @@ import lljax as ll
 from lljax import spectrum
 
 SIZES = {
+    "tiny": {"widths": [64, 32, 32, 10], "batch": 128},  # gpu.py --smoke: a dry run of every path
     "small": {"widths": [784, 512, 512, 10], "batch": 1024},
     "medium": {"widths": [784, 1024, 1024, 1024, 10], "batch": 2048},
     "large": {"widths": [3072, 2048, 2048, 2048, 10], "batch": 4096},

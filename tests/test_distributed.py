@@ -15,6 +15,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 
@@ -25,6 +26,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three processes compile the same program (~45 s); CI's slow step runs it
 def test_two_processes_equal_one_process(tmp_path):
     assert len(jax.devices()) == 4
     port, ckpt = _free_port(), str(tmp_path / "ckpt")
