@@ -345,7 +345,12 @@ def test_dataset_fisher_with_one_batch_equals_single_batch_fisher():
     np.testing.assert_allclose(one, single, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("kind", list(BUILDERS))
+@pytest.mark.parametrize(
+    "kind",
+    # The Hessian case also compiles the operator inside jit and eagerly (30 s on 2 cores):
+    # CI runs it in its slow step.
+    [pytest.param(k, marks=pytest.mark.slow) if k == "hessian" else k for k in BUILDERS],
+)
 def test_sharded_dataset_operator_equals_unsharded(kind):
     assert len(jax.devices()) >= 4
     mesh = jax.make_mesh((4,), ("data",))

@@ -402,6 +402,7 @@ def test_transformer_on_modular_arithmetic_and_causality():
     )
 
 
+@pytest.mark.slow  # double differentiation through attention: 24 s of compilation; CI's slow step
 def test_transformer_hessian_vector_products(x64):
     data = ll.data.modular_arithmetic(5, "add", 0.5)
     model = ll.models.transformer(

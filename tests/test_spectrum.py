@@ -647,6 +647,7 @@ def test_negative_fraction_on_tiny_mlp_matches_dense_eigh(x64, kind):
 # ----------------------------------------------------------------------------- density
 
 
+@pytest.mark.slow  # 23 s on 2 cores; CI's slow step runs it
 def test_slq_wasserstein_distance_shrinks_with_probes_and_steps():
     lam = _test_spectrum(300, seed=4)
     op = from_matrix(_with_spectrum(lam, seed=4))
