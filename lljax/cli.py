@@ -229,19 +229,10 @@ def _parse_overrides(name: str, preset: str, items: Sequence[str]) -> dict[str, 
             known = ", ".join(defaults) or "none"
             raise UsageError(f"--set: {key!r} is not a setting of {name!r} (settings: {known})")
         value = parse_value(text)
-        try:
-            overrides[key] = _coerce(key, value, defaults[key])
-        except UsageError:
-            # "nan"/"inf" for a setting that is not a float (a string one) is the word itself.
-            if not (isinstance(value, float) and not math.isfinite(value)):
-                raise
-            try:
-                overrides[key] = _coerce(key, text.strip(), defaults[key])
-            except UsageError:
-                raise UsageError(
-                    f"--set {key}: expected {type(defaults[key]).__name__} like "
-                    f"{defaults[key]!r}, got {text.strip()!r}"
-                ) from None
+        non_finite = isinstance(value, float) and not math.isfinite(value)
+        if non_finite and isinstance(defaults[key], (str, int)):
+            value = text.strip()  # "nan" for a string setting is the word; an int refuses it
+        overrides[key] = _coerce(key, value, defaults[key])
     return overrides
 
 

@@ -190,7 +190,8 @@ def _assert_torch_gru_variances(groups, hidden):
         # The sample variance of U(±b) has s.d. √(4/45) b² / √n: relative s.e. 0.894/√n.
         rel_se = math.sqrt(4 / 45) * bound**2 / var / math.sqrt(w.size)
         assert abs(w.var() / var - 1) < 5 * rel_se, (name, w.var(), var)
-        # The largest |w| of n draws falls short of b by a fraction ~1/n.
+        # The largest |w| of n draws falls short of b by a fraction ~1/n: below 1 − 10/n
+        # with probability (1 − 10/n)^n ≈ e^-10 at the right bound; a wrong bound fails.
         assert 1 - 10 / w.size < np.abs(w).max() / bound <= 1, name
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "Measurement",
     "Result",
     "Verdict",
+    "all_of",
     "environment",
     "get",
     "measure",
@@ -137,6 +138,20 @@ class Verdict(NamedTuple):
     @property
     def label(self) -> str:
         return {True: "SUPPORTED", False: "NOT SUPPORTED", None: "UNDECIDED"}[self.supported]
+
+
+def all_of(parts) -> bool | None:
+    """Three-valued "and" of a claim's parts: ``False`` if any part is refuted, ``True`` if
+    every part is supported, else ``None`` (undecided).
+
+    Examples:
+      >>> all_of([True, None]), all_of([True, False, None]), all_of([True, True])
+      (None, False, True)
+    """
+    parts = [None if p is None else bool(p) for p in parts]  # numpy bools too
+    if False in parts:
+        return False
+    return None if None in parts else True
 
 
 @dataclasses.dataclass

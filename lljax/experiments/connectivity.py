@@ -52,7 +52,15 @@ import optax
 
 from lljax import data as data_lib
 from lljax import ensemble, landscape, losses, models
-from lljax.experiments import MIN_CLUSTERS, Measurement, Result, Verdict, measure, register
+from lljax.experiments import (
+    MIN_CLUSTERS,
+    Measurement,
+    Result,
+    Verdict,
+    all_of,
+    measure,
+    register,
+)
 
 CLAIM = (
     "Independently trained networks are separated by a loss barrier on the straight line "
@@ -193,14 +201,7 @@ def verdict(
         f"{tau:.2f}{ci} (rule: interval below 0; at or above 0 contradicts). Parts: "
         + ", ".join(f"{n} {_label(v)}" for n, v in parts.items())
     )
-    values = list(parts.values())
-    if any(v is False for v in values):
-        supported = False
-    elif all(v is True for v in values):
-        supported = True
-    else:
-        supported = None
-    return Verdict(CLAIM, supported, evidence), parts
+    return Verdict(CLAIM, all_of(parts.values()), evidence), parts
 
 
 def symlog_threshold(spawn_steps: Sequence[float]) -> float:

@@ -46,7 +46,7 @@ import optax
 from lljax import curvature, ensemble, losses, models, optim, spectrum, train
 from lljax import data as data_lib
 from lljax import llc as llc_lib
-from lljax.experiments import Measurement, Result, Verdict, measure, register
+from lljax.experiments import Measurement, Result, Verdict, all_of, measure, register
 
 CLAIM = (
     "(a) SGLD's stationary occupation along a degenerate manifold is ∝ a(x)^(−d/2), so its "
@@ -386,13 +386,7 @@ def toy_verdict(
         f"exact ± {100 * slope_rel_tolerance:g}%; disagrees if it misses that band) — "
         f"{slope_word}"
     )
-    if not match or slope_ok is False:
-        supported = False
-    elif slope_ok:
-        supported = True
-    else:
-        supported = None
-    return Verdict(CLAIM_A, supported, evidence)
+    return Verdict(CLAIM_A, all_of([match, slope_ok]), evidence)
 
 
 # ----------------------------------------------------------------------------------------
@@ -614,26 +608,13 @@ def grokking_verdict(
         f"({ci(dllc, ml, '.2f')}; falls if the upper end < 0, does not if the lower end ≥ 0) "
         f"— {words['llc'][parts['llc']]}"
     )
-    values = list(parts.values())
-    if any(v is False for v in values):
-        supported = False
-    elif all(values):
-        supported = True
-    else:
-        supported = None
-    return Verdict(CLAIM_B, supported, evidence)
+    return Verdict(CLAIM_B, all_of(parts.values()), evidence)
 
 
 def combine(a: Verdict, b: Verdict) -> Verdict:
     """Both parts: NOT SUPPORTED if either part is, SUPPORTED if both are, else UNDECIDED."""
-    if a.supported is False or b.supported is False:
-        supported = False
-    elif a.supported and b.supported:
-        supported = True
-    else:
-        supported = None
     evidence = f"(a) {a.label}: {a.evidence}. (b) {b.label}: {b.evidence}."
-    return Verdict(CLAIM, supported, evidence)
+    return Verdict(CLAIM, all_of([a.supported, b.supported]), evidence)
 
 
 # ----------------------------------------------------------------------------------------
