@@ -126,8 +126,9 @@ def test_optimizer_variants_equal_optax():
 def test_rules_on_synthetic_numbers():
     assert uv.drift(np.log10([[1.0, 10.0, 0.01]]), 0).tolist() == pytest.approx([2.0])
     assert uv.drift(np.array([[0.0, np.inf]]), 0)[0] == pytest.approx(uv._LOG10_MAX)
-    n, bad = uv.preservation_agreement({"a": 1.0, "b": 1.6}, {"a": True, "b": True}, 30.0)
-    assert (n, bad) == (1, ["b"])  # log10 30 = 1.477
+    drifts = {"a": [1.0, 1.02], "b": [1.7, 1.72], "c": [1.0, 1.9]}
+    n, bad, unsure = uv.preservation_agreement(drifts, dict.fromkeys(drifts, True), 30.0)
+    assert (n, bad, unsure) == (1, ["b"], ["c"])  # log10 30 = 1.477; t₁ margins 0.13, 0.13, 5.7
     assert uv.trainable_threshold(50.0, 10.0, 0.5) == 30.0
     trained = np.array([[True, True, True], [False, True, False], [False, True, False]])
     depths, xi = [4, 16, 64], [1.0, np.inf, 3.0]
@@ -182,6 +183,23 @@ def test_verdict_rule():
     assert v.supported is False and "relu_he" in v.evidence
     collapse = {**good, "relu_he": _stats(0.5, 0.4, 0.9)}  # He predicted to collapse
     assert uv._verdict(collapse, schemes, 30.0, _heat(0.9, 5000)).supported is False
+
+
+def test_verdict_decides_preservation_by_the_interval_over_networks():
+    good = {"relu_he": _stats(0.5, 0.4, 0.2), "relu_lecun": _stats(30.0, 30.0, 0.2)}
+    schemes = ("relu_he", "relu_lecun")
+    # Mean 1.1 < log10 30 = 1.48, but two networks 0.2 and 2.0 apart cannot tell.
+    spread = {**good, "relu_he": {**good["relu_he"], "forward_drift": np.array([0.2, 2.0])}}
+    v = uv._verdict(spread, schemes, 30.0, _heat(0.9, 5000))
+    assert v.supported is None and "straddling the bound: relu_he" in v.evidence
+    assert uv._verdict(spread, schemes, 30.0, None).supported is None
+    # An undecided scheme does not rescue a refuted one.
+    refuted = {**spread, "relu_lecun": _stats(0.3, 30.0, 0.2)}  # LeCun predicted to drift
+    assert uv._verdict(refuted, schemes, 30.0, _heat(0.9, 5000)).supported is False
+    # One network gives no interval.
+    single = {k: {n: v[:1] for n, v in st.items()} for k, st in good.items()}
+    assert uv._verdict(single, schemes, 30.0, _heat(0.9, 5000)).supported is None
+    assert uv.below([0.5, 0.6, 0.7], 1.5) is True and uv.below([0.5], 1.5) is None
 
 
 @pytest.mark.slow  # a whole (tiny) run; CI runs the slow experiment tests in their own step

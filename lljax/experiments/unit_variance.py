@@ -21,7 +21,9 @@ One measurement at initialisation and two in training:
 
 Verdict: (a) every scheme's measured preservation of the forward second moment (all hidden
 layers within a factor ``variance_factor`` of the first one), of the gradient second moment
-and, where predicted, rank collapse agree with mean-field theory, and (b) on the SGD map the
+and, where predicted, rank collapse agree with mean-field theory (each decided by the 95%
+Student-t interval of its mean over networks; an interval that straddles the bound leaves
+the part undecided), and (b) on the SGD map the
 deepest trained depth at each σ_w² rises with ξ_c (Spearman ρ ≥ ``rho_threshold``); the
 fraction of cells agreeing with depth ≤ c·ξ_c (paper's c and best-fitting c) is reported.
 
@@ -57,7 +59,7 @@ from lljax import data as data_lib
 from lljax import ensemble, losses, models
 from lljax import init as init_lib
 from lljax import signal as signal_lib
-from lljax.experiments import Result, Verdict, measure, progress, register
+from lljax.experiments import Result, Verdict, all_of, measure, progress, register
 
 CLAIM = (
     "Mean-field signal propagation predicts deep-network behaviour at initialisation and in "
@@ -668,21 +670,51 @@ def relu_he_fluctuation_note(depth: int, width: int, variance_factor: float) -> 
     )
 
 
-def preservation_agreement(
-    drifts: dict[str, float], predictions: dict[str, bool], variance_factor: float
-) -> tuple[int, list[str]]:
-    """How many schemes' measured preservation (drift < log10 F) matches the prediction.
+def below(values, threshold: float, level: float = 0.95) -> bool | None:
+    """Whether the mean of ``values`` (one per network) lies below ``threshold``.
 
-    Returns:
-      ``(matches, mismatched names)``.
+    ``True`` when its ``level`` Student-t interval (:meth:`Measurement.margin`) lies below,
+    ``False`` when it lies at or above, ``None`` when it straddles ``threshold`` or fewer than
+    two networks give no interval.
 
     Examples:
-      >>> preservation_agreement({"a": 0.3, "b": 5.0}, {"a": True, "b": True}, 10.0)
-      (1, ['b'])
+      >>> below([0.5, 0.6, 0.7], 1.477), below([30.0, 31.0], 1.477), below([0.2, 2.0], 1.477)
+      (True, False, None)
+    """
+    m = measure(values)
+    half = m.margin(level)
+    if m.value + half < threshold:
+        return True
+    if m.value - half >= threshold:
+        return False
+    return None
+
+
+def preservation_agreement(
+    drifts: dict[str, Any], predictions: dict[str, bool], variance_factor: float, level=0.95
+) -> tuple[int, list[str], list[str]]:
+    """How many schemes' measured preservation matches the prediction.
+
+    A scheme preserves a second moment when the ``level`` t interval of its drift over
+    networks lies below ``log10 variance_factor`` (:func:`below`), fails to when the
+    interval lies at or above it, and is undecided when the interval straddles it.
+
+    Args:
+      drifts: scheme name -> drifts, one per network.
+
+    Returns:
+      ``(matches, mismatched names, undecided names)``.
+
+    Examples:
+      >>> preservation_agreement({"a": [0.3, 0.4], "b": [5.0, 5.2], "c": [0.1, 3.0]},
+      ...                        {"a": True, "b": True, "c": True}, 10.0)
+      (1, ['b'], ['c'])
     """
     bound = math.log10(variance_factor)
-    bad = [k for k, d in drifts.items() if (d < bound) != predictions[k]]
-    return len(drifts) - len(bad), bad
+    kept = {k: below(d, bound, level) for k, d in drifts.items()}
+    bad = [k for k, v in kept.items() if v is not None and v != predictions[k]]
+    unsure = [k for k, v in kept.items() if v is None]
+    return len(drifts) - len(bad) - len(unsure), bad, unsure
 
 
 def trainable_threshold(best: float, chance: float, fraction: float) -> float:
@@ -804,8 +836,8 @@ def _statistics(spec, x, seeds, key, variance_factor, cache):
         "overflow": overflow,
     }
     bound = math.log10(variance_factor)
-    out["preserved_forward"] = bool(np.mean(out["forward_drift"]) < bound)
-    out["preserved_gradient"] = bool(np.mean(out["gradient_drift"]) < bound)
+    out["preserved_forward"] = below(out["forward_drift"], bound)
+    out["preserved_gradient"] = below(out["gradient_drift"], bound)
     if theory["log10_q"] is not None:
         out["theory_gap"] = np.max(np.abs(out["log10_q"] - theory["log10_q"][None]), axis=1)
     return out
@@ -876,27 +908,34 @@ def _train_jobs(jobs, *, data, width, steps, batch_size, hp_values, key, show):
 
 
 def _verdict(stats, schemes, variance_factor, heat) -> Verdict:
-    fwd = {k: float(np.mean(stats[k]["forward_drift"])) for k in schemes}
-    grad = {k: float(np.mean(stats[k]["gradient_drift"])) for k in schemes}
-    n_fwd, bad_fwd = preservation_agreement(
+    fwd = {k: stats[k]["forward_drift"] for k in schemes}
+    grad = {k: stats[k]["gradient_drift"] for k in schemes}
+    n_fwd, bad_fwd, unsure_fwd = preservation_agreement(
         fwd, {k: SCHEMES[k].forward for k in schemes}, variance_factor
     )
-    n_grad, bad_grad = preservation_agreement(
+    n_grad, bad_grad, unsure_grad = preservation_agreement(
         grad, {k: SCHEMES[k].gradient for k in schemes}, variance_factor
     )
     tested = [k for k in schemes if SCHEMES[k].collapse is not None]
-    ratio = {k: float(np.mean(stats[k]["rank_ratio"])) for k in tested}
-    bad_rank = [k for k in tested if (ratio[k] < 0.5) != SCHEMES[k].collapse]
-    part_a = not bad_fwd and not bad_grad and not bad_rank
+    collapsed = {k: below(stats[k]["rank_ratio"], 0.5) for k in tested}
+    bad_rank = [
+        k for k in tested if collapsed[k] is not None and collapsed[k] != SCHEMES[k].collapse
+    ]
+    unsure_rank = [k for k in tested if collapsed[k] is None]
+    bad, unsure = bad_fwd + bad_grad + bad_rank, unsure_fwd + unsure_grad + unsure_rank
+    part_a = all_of([not bad, None if unsure else True])
     evidence = (
         f"(a) forward second moment preserved within ×{variance_factor:g} as predicted for "
         f"{n_fwd}/{len(schemes)} schemes, gradient for {n_grad}/{len(schemes)}, rank collapse "
-        f"(effective rank < ½ of layer 1's) for {len(tested) - len(bad_rank)}/{len(tested)}"
+        f"(effective rank < ½ of layer 1's) for {len(tested) - len(bad_rank) - len(unsure_rank)}"
+        f"/{len(tested)} (rule: each mean's 95% t interval over networks on the predicted side)"
     )
-    if bad_fwd or bad_grad or bad_rank:
-        evidence += f" (mismatches: {', '.join(bad_fwd + bad_grad + bad_rank)})"
+    if bad:
+        evidence += f" (mismatches: {', '.join(bad)})"
+    if unsure:
+        evidence += f" (intervals straddling the bound: {', '.join(unsure)})"
     if heat is None:
-        return Verdict(CLAIM, False if not part_a else None, evidence + "; (b) no heat-map run")
+        return Verdict(CLAIM, all_of([part_a, None]), evidence + "; (b) no heat-map run")
     depths = ", ".join(f"{d:g}" for d in heat["max_depth"])
     evidence += (
         f"; (b) {heat['optimizer']} heat-map: {heat['trainable_cells']}/{heat['cells']} cells "
@@ -920,9 +959,7 @@ def _verdict(stats, schemes, variance_factor, heat) -> Verdict:
                 f"; only {heat['steps']} training steps (< {heat['decisive_steps']}): run the "
                 "full preset to decide"
             )
-    if not part_a or part_b is False:
-        return Verdict(CLAIM, False, evidence)
-    return Verdict(CLAIM, part_b, evidence)
+    return Verdict(CLAIM, all_of([part_a, part_b]), evidence)
 
 
 @register(
@@ -1224,7 +1261,7 @@ def run(
 
     # Tables, measurements, figures.
     def yn(b):
-        return "yes" if b else "no"
+        return {True: "yes", False: "no", None: "undecided"}[b]
 
     summary, fwd_m, grad_m, rank_m, gap_m, train_m = [], {}, {}, {}, {}, {}
     for name in schemes:
@@ -1477,7 +1514,8 @@ def run(
         "lljax.models.mlp/resmlp (tests compare their statistics with "
         "lljax.signal.propagation): 100 unrolled flax layers cost ~15 s of CPU compile each.",
         f"Preserved = every hidden layer within ×{variance_factor:g} of the reference layer "
-        "(mean over networks of the max |log10 ratio|). The factor sits between the largest "
+        "(the 95% t interval over networks of the max |log10 ratio| below log10 of it; an "
+        "interval straddling it is undecided). The factor sits between the largest "
         "principled drift theory predicts at depth 100 (e² ≈ 7.4 for α = 1/√L) and the "
         "smallest naive one (≈ 200 for LeCun tanh).",
         "Second moments that overflow float32 (residual α=1) are capped at 10^38.5; their "
