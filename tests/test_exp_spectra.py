@@ -94,7 +94,8 @@ def test_outlier_verdict_rule():
     assert spectra.outlier_verdict([9, 10, 11], 10, 3.0, False).supported is True
     assert spectra.outlier_verdict([4, 7, 9], 10, 2.0, False).supported is None
     assert spectra.outlier_verdict([10, 10, 16], 10, 2.0, True).supported is None
-    assert spectra.outlier_verdict([11], 10, 2.0, False).supported is True  # no s.e.: count
+    one = spectra.outlier_verdict([11], 10, 2.0, False)  # no standard error, no interval
+    assert one.supported is None and "one seed" in one.evidence
 
 
 def test_outlier_verdict_needs_the_interval_inside_the_tolerance():

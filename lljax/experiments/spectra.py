@@ -282,18 +282,19 @@ def outlier_verdict(counts, num_classes: int, tolerance: float, censored: bool) 
     ``|mean − C| − margin > tolerance``, else undecided. Ties count as within (see
     :func:`within`): a boundary case supports, it never refutes.
 
-    A single seed (no standard error) is judged by its count alone (margin 0).
+    A single seed gives no interval and leaves the claim undecided, as in every verdict here.
     """
     m = measure(counts)
-    margin = 0.0 if m.n < 2 else m.margin()
+    margin = m.margin()
     gap = abs(m.value - num_classes)
-    rule = _margin_text(m, "|mean − C|") if m.n >= 2 else "one seed, |count − C|"
     evidence = (
         f"outliers per seed {[int(c) for c in counts]}, mean {m} vs C = "
-        f"{num_classes} (rule: {rule} vs {tolerance:g})"
+        f"{num_classes} (rule: {_margin_text(m, '|mean − C|')} vs {tolerance:g})"
     )
     if censored:
         return Verdict(CLAIM, None, evidence + "; some counts hit top_k (censored)")
+    if not math.isfinite(margin):
+        return Verdict(CLAIM, None, evidence + "; one seed gives no error bar")
     if within(gap + margin, tolerance):
         return Verdict(CLAIM, True, evidence)
     if not within(gap - margin, tolerance):
