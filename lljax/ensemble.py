@@ -786,6 +786,9 @@ def train(
         loaded = train_lib.load_checkpoint(checkpoint_dir, template, meta=meta)
         if loaded is not None:
             state, history, _ = loaded
+            state = state._replace(
+                opt_state=train_lib.with_given_hyperparameters(state.opt_state, template.opt_state)
+            )
             state = _pad(state, m_pad)
             if mesh is not None:
                 state = _place(state, mesh)

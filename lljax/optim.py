@@ -95,6 +95,9 @@ class SGLDState(NamedTuple):
         stacked); ``localization`` is unused when ``anchor`` is ``None``.
     """
 
+    # Fields a resumed run takes from the optimizer it is given (lljax.train.fit).
+    hyperparameters = ("learning_rate", "temperature", "nbeta", "localization")
+
     key: jax.Array
     anchor: Params | None
     learning_rate: jax.Array
@@ -106,6 +109,8 @@ class SGLDState(NamedTuple):
 class PSGLDState(NamedTuple):
     """State of :func:`psgld`: as :class:`SGLDState` plus ``nu``, the mean squared drift,
     and its ``decay`` (1 holds ν fixed)."""
+
+    hyperparameters = ("learning_rate", "temperature", "nbeta", "localization", "decay")
 
     key: jax.Array
     anchor: Params | None
@@ -119,6 +124,8 @@ class PSGLDState(NamedTuple):
 
 class SGHMCState(NamedTuple):
     """State of :func:`sghmc`: as :class:`SGLDState` plus ``momentum`` and ``friction``."""
+
+    hyperparameters = ("learning_rate", "temperature", "nbeta", "localization", "friction")
 
     key: jax.Array
     anchor: Params | None

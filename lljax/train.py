@@ -924,6 +924,32 @@ class _Progress:
         sys.stderr.flush()
 
 
+def _state_hyperparameters(node) -> tuple[str, ...]:
+    """Fields of an optimizer-state node that hold hyperparameters: ``optax.inject_hyperparams``'
+    ``hyperparams`` and the ``hyperparameters`` an lljax sampler state names."""
+    fields = getattr(node, "_fields", None)
+    if fields is None:
+        return ()
+    if "hyperparams" in fields:
+        return ("hyperparams",)
+    return tuple(getattr(type(node), "hyperparameters", ()))
+
+
+def with_given_hyperparameters(loaded, fresh):
+    """The loaded optimizer state, with the hyperparameters the given optimizer keeps in its
+    state taken from ``fresh`` (its ``init``): a resumed run uses the optimizer it is given
+    (e.g. a lower learning rate after a divergence), whether it keeps the learning rate in a
+    closure (``optax.sgd``) or in its state (``optax.inject_hyperparams``, lljax's samplers);
+    moments, keys and anchors continue from the checkpoint."""
+    is_node = lambda x: bool(_state_hyperparameters(x))
+
+    def take(old, new):
+        names = _state_hyperparameters(old)
+        return old._replace(**{n: getattr(new, n) for n in names}) if names else old
+
+    return jax.tree.map(take, loaded, fresh, is_leaf=is_node)
+
+
 def _resume_meta(data, eval_splits, eval_every) -> dict:
     """Settings a resumed run must share with the checkpoint, besides keys and batching:
     the training data, and what is evaluated when (the history's columns must line up)."""
@@ -1071,8 +1097,11 @@ def fit(
         like uninterrupted ones.
       checkpoint_dir: save to this folder and resume from it automatically. A resumed run
         must have the same data, key, initial params, batching and evaluation (checked); the
-        optimizer may change (e.g. a lower learning rate after a divergence); the model and
-        loss are not checked beyond the parameters' structure.
+        optimizer may change (e.g. a lower learning rate after a divergence; hyperparameters
+        kept in the optimizer's state, as by ``optax.inject_hyperparams`` and lljax's
+        samplers, come from the optimizer given, moments and keys from the checkpoint:
+        :func:`with_given_hyperparameters`); the model and loss are not checked beyond the
+        parameters' structure.
       checkpoint_every: save every this many steps (default: after every chunk) and at
         the end.
       progress: print a progress line to stderr between chunks.
@@ -1136,7 +1165,10 @@ def fit(
         }
         loaded = load_checkpoint(checkpoint_dir, state, meta=meta)
         if loaded is not None:
-            state, history, _ = loaded
+            fresh, (state, history, _) = state, loaded
+            state = state._replace(
+                opt_state=with_given_hyperparameters(state.opt_state, fresh.opt_state)
+            )
             history = dict(history)
             history.pop("wall_time", None)
             start = int(state.step)

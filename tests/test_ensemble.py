@@ -321,6 +321,17 @@ def test_population_resume_is_identical(tmp_path):
         np.testing.assert_allclose(straight.history[k], resumed.history[k], rtol=1e-5)
 
 
+def test_population_resume_uses_the_given_optimizer(tmp_path):
+    # An sgld sampler keeps its rate in its state; the resumed run uses the one it is given.
+    kw = dict(key=jr.key(11), num_members=2, batch_size=8, progress=False)
+    d = str(tmp_path / "pop")
+    make = lambda lr: ll.optim.sgld(lr, 1e-4, key=jr.key(5))
+    six = ensemble.train(MODEL, LOSS, make(0.1), DATA, steps=6, checkpoint_dir=d, **kw)
+    frozen = ensemble.train(MODEL, LOSS, make(1e-30), DATA, steps=12, checkpoint_dir=d, **kw)
+    _leaves_close(six.params, frozen.params, rtol=0, atol=1e-12)
+    assert float(frozen.opt_state.learning_rate[0]) == pytest.approx(1e-30)
+
+
 def test_divergence_is_raised_or_flagged():
     keys = ensemble.member_keys(jr.key(12), 4)
     hp = {"lr": jnp.array([0.1, 1e4, 0.05, 0.2])}

@@ -155,6 +155,30 @@ def test_resume_after_a_crash(tmp_path, monkeypatch):
     np.testing.assert_array_equal(straight.history["loss"], resumed.history["loss"])
 
 
+@pytest.mark.parametrize("kind", ["closure", "inject", "sgld", "psgld"])
+def test_resume_uses_the_given_optimizers_hyperparameters(tmp_path, kind):
+    # optax.sgd keeps its rate in a closure; inject_hyperparams and lljax's samplers keep it
+    # in their state, which the checkpoint must not override.
+    make = {
+        "closure": lambda lr: optax.sgd(lr),
+        "inject": lambda lr: optax.inject_hyperparams(optax.sgd)(learning_rate=lr),
+        "sgld": lambda lr: ll.optim.sgld(lr, 1e-4, key=jr.key(5)),
+        "psgld": lambda lr: ll.optim.psgld(lr, 1e-4, key=jr.key(5)),
+    }[kind]
+    kw = dict(batch_size=8, key=jr.key(3), chunk_size=5, progress=False)
+    d = str(tmp_path / kind)
+    five = train.fit(LOSS, PARAMS, make(0.1), DATA, steps=5, checkpoint_dir=d, **kw)
+    frozen = train.fit(LOSS, PARAMS, make(1e-30), DATA, steps=10, checkpoint_dir=d, **kw)
+    _assert_trees_close(five.params, frozen.params, rtol=0, atol=1e-12)  # noise √(2εT) ≈ 0
+    # The same optimizer resumes the uninterrupted run, noise keys included.
+    d2 = str(tmp_path / f"{kind}-same")
+    train.fit(LOSS, PARAMS, make(0.1), DATA, steps=5, checkpoint_dir=d2, **kw)
+    resumed = train.fit(LOSS, PARAMS, make(0.1), DATA, steps=10, checkpoint_dir=d2, **kw)
+    straight = train.fit(LOSS, PARAMS, make(0.1), DATA, steps=10, **kw)
+    _assert_trees_equal(straight.params, resumed.params)
+    _assert_trees_equal(straight.opt_state, resumed.opt_state)
+
+
 def test_checkpoint_of_another_run_is_refused(tmp_path):
     d = str(tmp_path / "run")
     kw = dict(steps=10, batch_size=8, progress=False, checkpoint_dir=d)
