@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import functools
+import math
 import operator
 import random
 
@@ -39,12 +40,24 @@ def _as_key(key, name: str = "key") -> jax.Array:
 
 
 def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool):  # operator.index(True) is 1
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
     try:
         v = operator.index(value)
     except TypeError:
         raise ValueError(f"{name}: expected a positive int, got {value!r}") from None
     if v <= 0:
         raise ValueError(f"{name}: expected a positive int, got {v}")
+    return v
+
+
+def _nonnegative_float(value, name: str, what: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):  # NaN would pass a plain ``v < 0`` test
+        raise ValueError(f"{name}: expected {what} >= 0 (finite), got {value!r}")
     return v
 
 
@@ -289,6 +302,7 @@ def gaussian_mixture(
     dim = _positive_int(dim, "dim")
     if _positive_int(num_classes, "num_classes") < 2:
         raise ValueError(f"num_classes: expected at least 2, got {num_classes}")
+    separation = _nonnegative_float(separation, "separation", "a scale")
     k_mu, k_tr, k_te = jr.split(key, 3)
     means = separation / np.sqrt(2) * jr.normal(k_mu, (num_classes, dim))
 
@@ -339,8 +353,7 @@ def linear_regression(
     num_test = _positive_int(num_test, "num_test")
     dim = _positive_int(dim, "dim")
     out_dim = _positive_int(out_dim, "out_dim")
-    if noise < 0:
-        raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
+    noise = _nonnegative_float(noise, "noise", "a standard deviation")
     if rank is not None and not 1 <= _positive_int(rank, "rank") <= min(dim, out_dim):
         raise ValueError(
             f"rank: expected 1 <= rank <= min(dim, out_dim)={min(dim, out_dim)}, got {rank}"
@@ -390,8 +403,7 @@ def teacher_student(
     key = _as_key(key)
     num_train = _positive_int(num_train, "num_train")
     num_test = _positive_int(num_test, "num_test")
-    if noise < 0:
-        raise ValueError(f"noise: expected a standard deviation >= 0, got {noise}")
+    noise = _nonnegative_float(noise, "noise", "a standard deviation")
     if classify and noise > 0:
         raise ValueError(f"noise: must be 0 with classify=True (argmax labels), got {noise}")
     kp, kx, kn = jr.split(key, 3)

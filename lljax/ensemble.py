@@ -705,6 +705,8 @@ def train(
     if same_data_order:
         dk = _tree_index(dk, np.zeros(m, np.int32))
     if params is not None:
+        if init_keys is not None:
+            raise ValueError("init_keys: unused when params= is given; pass one or the other")
         if _num_members(params) != m:
             raise ValueError(f"params: leading axis {_num_members(params)} != {m} members")
         train_lib._check_finite_params(params)
@@ -984,7 +986,8 @@ def rank_correlation(
     cluster bootstrap).
 
     Args:
-      a, b: arrays ``(members,)``.
+      a, b: arrays ``(members,)`` (or any one shape up to axes of length 1, paired element
+        by element).
       method: ``"kendall"`` or ``"spearman"``.
       key: bootstrap key; ``None`` skips the interval.
       num_bootstrap: number of resamples.
@@ -1006,9 +1009,10 @@ def rank_correlation(
     """
     if method not in _CORRELATIONS:
         raise ValueError(f"method: expected 'kendall' or 'spearman', got {method!r}")
-    a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    if a64.shape != b64.shape:
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if np.squeeze(a64).shape != np.squeeze(b64).shape:  # (2, 3) against (6,) pairs nothing
         raise ValueError(f"b: shape {b64.shape} differs from a's {a64.shape}")
+    a64, b64 = a64.ravel(), b64.ravel()
     if not 0 < confidence < 1:
         raise ValueError(f"confidence: expected a value in (0, 1), got {confidence}")
     if groups is not None and np.size(groups) != a64.size:
@@ -1065,11 +1069,14 @@ class Summary:
     def names(self) -> list[str]:
         return list(self.columns)
 
-    def rows(self) -> list[dict]:
-        return [{k: _py(v[i]) for k, v in self.columns.items()} for i in range(len(self))]
+    def rows(self, *, finite: bool = True) -> list[dict]:
+        """Per-member records of Python scalars; non-finite floats become ``None`` unless
+        ``finite=False``."""
+        return [{k: _py(v[i], finite) for k, v in self.columns.items()} for i in range(len(self))]
 
     def to_json(self, path: str | None = None) -> str:
-        """The table as a JSON list of per-member records (written to ``path`` if given)."""
+        """The table as a JSON list of per-member records (written to ``path`` if given);
+        JSON has no NaN or infinity, so non-finite values are ``null``."""
         text = json.dumps(self.rows(), indent=1)
         if path is not None:
             with open(path, "w") as f:
@@ -1077,11 +1084,12 @@ class Summary:
         return text
 
     def to_csv(self, path: str | None = None) -> str:
-        """The table as CSV with a header row (written to ``path`` if given)."""
+        """The table as CSV with a header row (written to ``path`` if given); non-finite
+        values as ``nan``, ``inf``, ``-inf``."""
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(self.names)
-        for row in self.rows():
+        for row in self.rows(finite=False):
             w.writerow([row[k] for k in self.names])
         if path is not None:
             with open(path, "w") as f:
@@ -1101,9 +1109,12 @@ class Summary:
         return "\n".join([line, *body])
 
 
-def _py(v):
-    v = np.asarray(v).item()
-    return None if isinstance(v, float) and not math.isfinite(v) else v
+def _py(v, finite: bool = True):
+    a = np.asarray(v)
+    # The shortest decimal that round-trips in the column's precision: a float32 0.1 is
+    # written 0.1, not 0.10000000149011612.
+    v = float(str(a[()])) if a.dtype.kind == "f" else a.item()
+    return None if finite and isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _fmt(v) -> str:

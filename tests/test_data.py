@@ -187,6 +187,16 @@ def test_bad_inputs_raise_clear_errors():
         ll.data.teacher_student(ll.models.mlp([2, 3]), key=0, noise=0.1, classify=True)
     with pytest.raises(ValueError, match="key"):
         ll.data.epoch_batches(10, 3, key="abc")
+    # NaN passes a plain ``noise < 0`` test and would make every target NaN.
+    nan = float("nan")
+    with pytest.raises(ValueError, match="noise"):
+        ll.data.linear_regression(key=0, num_train=4, num_test=4, noise=nan)
+    with pytest.raises(ValueError, match="noise"):
+        ll.data.teacher_student(ll.models.mlp([2, 3, 1]), key=0, num_train=4, noise=nan)
+    with pytest.raises(ValueError, match="separation"):
+        ll.data.gaussian_mixture(key=0, num_train=4, num_test=4, separation=nan)
+    with pytest.raises(ValueError, match="batch_size"):  # True is not 1
+        sample_batch(data, key=jr.key(0), batch_size=True)
     # Int seeds work wherever keys do.
     assert ll.data.epoch_batches(10, 3, key=0).shape == (3, 3)
     np.testing.assert_array_equal(

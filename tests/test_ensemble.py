@@ -421,6 +421,16 @@ def test_summary_table_and_exports(tmp_path):
         ensemble.register_measure("weight_norm", lambda p, d: 0.0)
 
 
+def test_summary_export_keeps_float32_decimals_and_non_finite_values():
+    table = ensemble.Summary(
+        {"lr": np.array([0.1, np.inf, np.nan], np.float32), "n": np.arange(3), "x": -np.ones(3)}
+    )
+    rows = json.loads(table.to_json())
+    assert rows[0] == {"lr": 0.1, "n": 0, "x": -1.0}  # not 0.10000000149011612
+    assert rows[1]["lr"] is None and rows[2]["lr"] is None  # JSON has no inf or NaN
+    assert table.to_csv().splitlines()[1:] == ["0.1,0,-1.0", "inf,1,-1.0", "nan,2,-1.0"]
+
+
 def test_summary_of_a_diverged_member_has_no_accuracy():
     pop = _lr_sweep([0.1, 1e4, 0.3], on_nonfinite="flag")
     table = ensemble.summary(pop, LOSS, DATA)
@@ -467,6 +477,8 @@ def test_rank_correlation_bootstrap():
         ensemble.rank_correlation(x, y, method="pearson")
     with pytest.raises(ValueError, match="num_bootstrap"):
         ensemble.rank_correlation(x, y, key=jr.key(0), num_bootstrap=-5)
+    with pytest.raises(ValueError, match="b: shape"):  # flattening would pair at random
+        ensemble.rank_correlation(x.reshape(6, 10), y)
     # groups label the flattened members
     g = ensemble.rank_correlation(x[None, :], y, groups=np.arange(60) // 6, key=jr.key(0))
     assert g.n == 60 and g.low < g.value < g.high
@@ -567,5 +579,21 @@ def test_bad_hyperparams_are_refused_by_name(hyperparams):
             key=jr.key(0),
             num_members=2,
             hyperparams=hyperparams,
+            **KW,
+        )
+
+
+def test_init_keys_with_params_is_refused():
+    params = ensemble.init(MODEL, key=jr.key(0), num_members=2)
+    with pytest.raises(ValueError, match="init_keys: unused when params"):
+        ensemble.train(
+            MODEL,
+            LOSS,
+            OPT,
+            DATA,
+            key=jr.key(1),
+            num_members=2,
+            params=params,
+            init_keys=jr.split(jr.key(7), 2),
             **KW,
         )
