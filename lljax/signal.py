@@ -219,16 +219,20 @@ def _bisect(g: Callable, lo, hi, num_steps: int = _BISECTION_STEPS):
     return 0.5 * (lo + hi)
 
 
-def _implicit(g: Callable, root: jax.Array) -> jax.Array:
+def _implicit(g: Callable, root: jax.Array, ok: jax.Array | None = None) -> jax.Array:
     """``root`` (value unchanged) with the implicit-function-theorem derivative of g = 0.
 
     Bisection carries no derivative with respect to the parameters ``g`` closes over; one
     Newton step whose value is cancelled, ``root + (t − stop_gradient(t))`` with
     ``t = −g(root) / g'(root)``, restores ``d root = −∂g / g'`` (Blondel et al. 2022,
-    arXiv:2105.15183). Roots at 0 or ±inf keep a zero derivative.
+    arXiv:2105.15183). Only where ``ok`` (default: finite positive roots; roots at 0 or ±inf
+    keep a zero derivative); elsewhere g is evaluated at a safe point, 1 or 0.
     """
-    ok = jnp.isfinite(root) & (root > 0)
-    r = jax.lax.stop_gradient(jnp.where(ok, root, jnp.ones_like(root)))
+    if ok is None:
+        ok, safe = jnp.isfinite(root) & (root > 0), jnp.ones_like(root)
+    else:
+        safe = jnp.zeros_like(root)
+    r = jax.lax.stop_gradient(jnp.where(ok, root, safe))
     value, slope = jax.jvp(g, (r,), (jnp.ones_like(r),))
     slope = jax.lax.stop_gradient(slope)
     t = -value / jnp.where(slope != 0, slope, jnp.ones_like(slope))
@@ -544,6 +548,8 @@ def _mean_field(act, sigma_w2, sigma_b2):
     steps = jnp.finfo(dtype).nmant + 2
     chaotic_c = _bisect(g, jnp.asarray(-1.0, dtype), jnp.asarray(1.0, dtype), steps)
     chaotic = (chi_1 > 1) & jnp.isfinite(q)
+    # The chaotic c* moves with σ (c* = 0 too, for odd φ without bias: −g(0) = σ_b² E[..]).
+    chaotic_c = _implicit(g, chaotic_c, chaotic & (jnp.abs(chaotic_c) < 1))
     c_star = jnp.where(chaotic, chaotic_c, jnp.ones((), dtype))
     u1, u2, w = _pair_nodes(qf, c_star, dtype)
     # At c* = 1 the c-map's slope is χ₁ itself; the two-dimensional rule would differ from it

@@ -262,6 +262,20 @@ def test_theory_jit_vmap_grad():
     assert float(g) == pytest.approx(float(fd), rel=1e-2)
 
 
+def test_chaotic_fixed_point_gradients_match_finite_differences(x64):
+    # c* in the chaotic phase comes from bisection, which alone has no derivative; c*, χ_c
+    # and ξ_c carry the implicit-function one (zero before: d c*/dσ_w² = 0, not −0.214).
+    for sb in (0.05, 0.0):  # c* = 0 for odd φ without bias, but it still moves with σ
+        for name in ("c_star", "chi_c", "xi_c"):
+            f = lambda w, name=name, sb=sb: getattr(signal.mean_field("tanh", w, sb), name)
+            eps = 1e-5
+            fd = (f(3.0 + eps) - f(3.0 - eps)) / (2 * eps)
+            assert float(jax.grad(f)(3.0)) == pytest.approx(float(fd), rel=1e-6, abs=1e-9)
+    f = lambda b: signal.mean_field("tanh", 3.0, b).c_star
+    fd = (f(0.05 + 1e-5) - f(0.05 - 1e-5)) / 2e-5
+    assert float(jax.grad(f)(0.05)) == pytest.approx(float(fd), rel=1e-6)
+
+
 def test_theory_bad_input():
     with pytest.raises(ValueError, match="activation"):
         signal.chi1("nope", 1.0, 0.0)
