@@ -159,6 +159,8 @@ class LLCState(NamedTuple):
       init_loss: ``L_n(w*)`` on the full data (scalar).
       lambda_max: top (largest algebraic) Hessian eigenvalue of ``L_n`` at ``w*`` by power
         iteration (NaN when ``num_power_iterations=0``).
+      layout: the run's coordinates, localisation, ``record_every``, ``num_burnin`` and
+        ``num_draws`` as int32 codes, checked when the state is resumed.
     """
 
     params: Params
@@ -173,6 +175,7 @@ class LLCState(NamedTuple):
     accept_trace: jax.Array
     init_loss: jax.Array
     lambda_max: jax.Array
+    layout: jax.Array
 
 
 class LLCResult(NamedTuple):
@@ -305,6 +308,38 @@ def _check_resume(resume, cfg: _Config, name: str = "resume") -> None:
             f"{name}: the state is from a {type(resume.sampler_state).__name__} run, but "
             f"sampler={cfg.sampler!r}"
         )
+    # The same shapes can hide another run: samples in raw coordinates read as leaf-RMS ones
+    # are off by the leaves' scales, and another burn-in records other steps.
+    if not _is_traced(resume.layout):
+        got = np.asarray(resume.layout).reshape(-1, len(_LAYOUT))
+        for i, (field, describe) in enumerate(_LAYOUT):
+            want = _layout(cfg)[i]
+            if np.any(got[:, i] != want):
+                raise ValueError(
+                    f"{name}: the state was sampled with {field}={describe(got[0, i])}, but "
+                    f"this call has {field}={describe(want)}; resume with the first run's "
+                    "arguments"
+                )
+
+
+# What a state records of its run (LLCState.layout): name and how to print the code.
+_LAYOUT = (
+    ("coordinates", lambda c: repr(COORDINATES[int(c)])),
+    ("localization", lambda c: "a value" if c else "None"),
+    ("record_every", int),
+    ("num_burnin", int),
+    ("num_draws", int),
+)
+
+
+def _layout(cfg: _Config) -> tuple[int, ...]:
+    return (
+        COORDINATES.index(cfg.coordinates),
+        int(cfg.localized),
+        cfg.record_every,
+        cfg.num_burnin,
+        cfg.num_draws,
+    )
 
 
 def _make_sampler(cfg: _Config, hyper: _Hyper, key, anchor):
@@ -451,6 +486,7 @@ def _init(loss_fn, params, data, key, hyper: _Hyper, cfg: _Config) -> LLCState:
         lambda_max=_top_eigenvalue(
             loss_fn, params, xy, key=k_power, num_iterations=cfg.num_power_iterations
         ).astype(dtype),
+        layout=jnp.asarray(_layout(cfg), jnp.int32),
     )
 
 

@@ -251,6 +251,12 @@ def test_llc_resume_with_other_arguments_is_refused():
         ({"num_draws": 120}, "resume: the state holds 3 chains × 60 records"),
         ({"num_chains": 4}, "resume: the state holds 3 chains"),
         ({"sampler": "sghmc"}, "resume: the state is from a SGLDState run"),
+        # Same shapes, another run: read as leaf-RMS coordinates, raw samples were off by
+        # the leaves' scales (λ̂ 3288 instead of 1.8 in a reviewer's case).
+        ({"coordinates": "leaf_rms"}, "sampled with coordinates='raw', but this call has"),
+        ({"localization": None}, "sampled with localization=a value, but this call has"),
+        ({"num_draws": 120, "record_every": 2}, "sampled with record_every=1"),
+        ({"num_burnin": 7}, "sampled with num_burnin="),
     ):
         with pytest.raises(ValueError, match=match):
             ll.landscape.llc(
