@@ -178,8 +178,8 @@ def _check_like(tree: Params, params: Params, name: str, like: str = "params"):
 
 def _stderr(samples: jax.Array) -> jax.Array:
     n = samples.shape[0]
-    if n < 2:
-        return jnp.zeros((), samples.dtype)
+    if n < 2:  # one draw has no error bar (not a zero one)
+        return jnp.full((), jnp.nan, samples.dtype)
     return jnp.std(samples, ddof=1) / math.sqrt(n)
 
 
@@ -1737,7 +1737,8 @@ def curve_weights(kind: str, num_bends: int, t) -> jax.Array:
 
     ``"bezier"``: Bernstein polynomials of degree ``n = num_bends + 1``,
     ``c_j = C(n, j) t^j (1 − t)^{n−j}``. ``"polychain"``: the bends sit at
-    ``t = j / (num_bends + 1)`` and ``φ`` is linear between neighbours.
+    ``t = j / (num_bends + 1)`` and ``φ`` is linear between neighbours. ``t`` is a scalar
+    (``jax.vmap`` over several), clipped to ``[0, 1]``: the curve ends at its endpoints.
 
     Examples:
       >>> curve_weights("bezier", 1, 0.5).tolist()
@@ -1749,14 +1750,17 @@ def curve_weights(kind: str, num_bends: int, t) -> jax.Array:
         raise ValueError(f"kind: expected one of {CURVES}, got {kind!r}")
     num_bends = _check_int(num_bends, "num_bends", low=0)
     t = jnp.asarray(t)
+    if t.ndim != 0:  # an array would broadcast against the point axis into nonsense
+        raise ValueError(f"t: expected a scalar (jax.vmap over several), got shape {t.shape}")
     if not jnp.issubdtype(t.dtype, jnp.floating):
         t = t.astype(jnp.float32)
+    t = jnp.clip(t, 0.0, 1.0)
     n = num_bends + 1
     if kind == "bezier":
         j = jnp.arange(n + 1, dtype=t.dtype)
         binom = jnp.array([math.comb(n, i) for i in range(n + 1)], t.dtype)
         return binom * t**j * (1 - t) ** (n - j)
-    s = jnp.clip(t, 0.0, 1.0) * n
+    s = t * n
     seg = jnp.clip(jnp.floor(s), 0, n - 1).astype(jnp.int32)
     frac = s - seg
     return jnp.zeros(n + 1, t.dtype).at[seg].add(1 - frac).at[seg + 1].add(frac)

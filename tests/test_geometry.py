@@ -487,6 +487,18 @@ def test_curve_weights_and_points():
             assert float(jnp.sum(geo.curve_weights(kind, 3, t))) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="kind"):
         geo.curve_weights("spline", 1, 0.5)
+    # An array t broadcast against the point axis (bezier gave [1, 0.5, 1]); vmap instead.
+    ts = jnp.array([0.0, 0.5, 1.0])
+    for kind in geo.CURVES:
+        with pytest.raises(ValueError, match="t: expected a scalar"):
+            geo.curve_weights(kind, 1, ts)
+        pts = {"w": jnp.array([[1.0, 0.0], [0.0, 2.0], [-1.0, 0.0]])}
+        path = jax.vmap(lambda t, kind=kind: geo.curve_point(kind, pts, t)["w"])(ts)
+        np.testing.assert_allclose(path[jnp.array([0, 2])], [[1.0, 0.0], [-1.0, 0.0]])
+        # Both kinds end at their endpoints (bezier extrapolated: t = 1.5 gave weights
+        # [0.25, −1.5, 2.25]).
+        np.testing.assert_allclose(geo.curve_weights(kind, 1, 1.5), [0, 0, 1])
+        np.testing.assert_allclose(geo.curve_weights(kind, 1, -0.5), [1, 0, 0])
 
 
 # A quadratic Bezier (a parabola) cannot follow the circle: its best barrier is a few 1e-2;
@@ -753,3 +765,11 @@ def test_chunk_size_bounds_the_memory_of_random_directions():
         np.testing.assert_allclose(
             fns[name](small, None), fns[name](small, 3), rtol=1e-6, err_msg=name
         )
+
+
+def test_one_draw_has_no_error_bar():
+    q = lambda p, b: 0.5 * jnp.sum(p**2)  # noqa: E731
+    one = geo.expected_sharpness(q, jnp.ones(2), None, key=jr.key(0), num_samples=1)
+    assert np.isfinite(float(one.value)) and np.isnan(float(one.stderr))  # not 0.0
+    two = geo.expected_sharpness(q, jnp.ones(2), None, key=jr.key(0), num_samples=2)
+    assert float(two.stderr) > 0
