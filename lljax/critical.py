@@ -39,7 +39,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from lljax import _linalg
-from lljax.train import _check_sign
+from lljax.train import _check_int, _check_sign
 
 LossFn = Callable[[Any, Any], jax.Array]
 
@@ -107,6 +107,7 @@ def classify(loss_fn: LossFn, params, batch, *, tol: float | None = None) -> Cri
         loss, grad = jax.value_and_grad(f)(flat)
         hess = jax.hessian(f)(flat)
         eig = _linalg.eigvalsh(0.5 * (hess + hess.T))
+    _check_sign(tol, "tol")  # a negative tol counts positive eigenvalues as negative
     tol = _default_tol(eig) if tol is None else jnp.asarray(tol, eig.dtype)
     index = jnp.sum(eig < -tol)
     return CriticalPoint(
@@ -300,6 +301,8 @@ def escape_times(
       ...                          num_steps=200, radius=1.0).tolist()
       [73.0, 73.0]
     """
+    num_steps = _check_int(num_steps, "num_steps", low=0)
+    _check_sign(radius, "radius", positive=True)  # radius ≤ 0 "escapes" at step 1
     x0 = jnp.asarray(x0)
     x0 = x0.astype(jnp.result_type(x0, float))  # integer starts walk in floating point
 

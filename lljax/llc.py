@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import operator
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -658,13 +659,11 @@ def _configure(
         ("record_every", record_every, 1),
         ("num_power_iterations", num_power_iterations, 0),
     ):
-        if not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{name}: expected an integer ≥ {low}, got {value!r}")
+        train_lib._check_int(value, name, low=low)  # bools refused: True is not 1
     if num_draws % record_every:
         raise ValueError(f"record_every: must divide num_draws ({num_draws}), got {record_every}")
     n = _num_examples(data)
-    if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-        raise ValueError(f"batch_size: expected a positive integer or None, got {batch_size!r}")
+    train_lib._check_int(batch_size, "batch_size", optional=True)
     if nbeta is None:
         if n < 2:
             raise ValueError("nbeta: the default n / log n needs at least 2 examples")
@@ -755,7 +754,8 @@ def llc_run(loss_fn, state: LLCState, params, data, *, num_steps: int, **kwargs)
     """
     cfg, hyper = _configure(data, **{**_DEFAULTS, **kwargs})
     _check_resume(state, cfg, "state")
-    return _run(loss_fn, state, params, data, hyper, cfg, int(num_steps))
+    num_steps = train_lib._check_int(num_steps, "num_steps", low=0)  # 2.7 ran 2 steps
+    return _run(loss_fn, state, params, data, hyper, cfg, num_steps)
 
 
 def llc_summary(state: LLCState, data, **kwargs) -> LLCResult:
@@ -988,9 +988,7 @@ def llc(
         coordinates=coordinates,
     )
     total = cfg.num_burnin + cfg.num_draws
-    if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
-        raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
-    chunk = total if chunk_size is None else int(chunk_size)
+    chunk = total if chunk_size is None else train_lib._check_int(chunk_size, "chunk_size")
     traced = _is_traced(params, data, hyper, key, resume)
     if resume is not None:
         _check_resume(resume, cfg)
@@ -1030,6 +1028,16 @@ def llc(
 # Closed-form learning coefficients.
 
 
+def _exact_int(value, name: str) -> int:
+    """An integer (also integral NumPy values); 5.7 is refused rather than truncated."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            return int(value)
+        raise ValueError(f"{name}: expected integers, got {value!r}") from None
+
+
 def rrr_learning_coefficient(input_dim: int, hidden: int, output_dim: int, rank: int) -> float:
     """Learning coefficient of reduced-rank regression ``y = B A x`` (Aoyagi & Watanabe 2005).
 
@@ -1048,7 +1056,14 @@ def rrr_learning_coefficient(input_dim: int, hidden: int, output_dim: int, rank:
       >>> ll.landscape.rrr_learning_coefficient(5, 3, 5, 1)
       8.0
     """
-    m, h, n, r = (int(v) for v in (input_dim, hidden, output_dim, rank))
+    m, h, n, r = (
+        _exact_int(v, name)
+        for v, name in zip(
+            (input_dim, hidden, output_dim, rank),
+            ("input_dim", "hidden", "output_dim", "rank"),
+            strict=True,
+        )
+    )
     if min(m, h, n) < 1:
         raise ValueError(f"dimensions: expected positive M, H, N, got {(m, h, n)}")
     if not 0 <= r <= min(m, h, n):
@@ -1085,8 +1100,8 @@ def deep_linear_learning_coefficient(widths: Sequence[int], true_rank: int) -> f
       >>> ll.landscape.deep_linear_learning_coefficient([2, 4, 4, 2], true_rank=2)  # = 2·2/2
       2.0
     """
-    widths = [int(w) for w in widths]
-    r = int(true_rank)
+    widths = [_exact_int(w, "widths") for w in widths]
+    r = _exact_int(true_rank, "true_rank")
     if len(widths) < 3 or min(widths) < 1:
         raise ValueError(
             f"widths: expected [input, hidden..., output] of positive ints, got {widths}"

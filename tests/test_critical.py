@@ -88,6 +88,15 @@ def test_classify_and_finder_contracts():
     assert int(critical.classify(loss_fn, jnp.zeros(3), b).index) == 3  # the maximum
     with pytest.raises(ValueError, match="num_steps"):
         critical.find_critical_point(loss_fn, p, b, num_steps=0)
+    with pytest.raises(ValueError, match="tol"):  # −2 counted the minimum's +1s as negative
+        critical.classify(lambda p, b: 0.5 * jnp.sum(p**2), jnp.zeros(2), None, tol=-2.0)
+    stay = lambda x, k: x
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="radius"):  # a walker that never moved "escaped"
+        critical.escape_times(stay, jnp.zeros(2), keys, num_steps=5, radius=-1.0)
+    for steps in (-1, 2.5):
+        with pytest.raises(ValueError, match="num_steps"):
+            critical.escape_times(stay, jnp.zeros(2), keys, num_steps=steps, radius=1.0)
     with pytest.raises(ValueError, match="k"):
         critical.linear_autoencoder_critical_points([2.0, 1.0], 2)
     with pytest.raises(ValueError, match="eigenvalues"):

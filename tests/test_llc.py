@@ -47,6 +47,12 @@ def test_closed_forms_known_values():
         dln([3, 3], 1)
     with pytest.raises(ValueError, match="rank"):
         rrr(3, 2, 3, 5)
+    # Non-integers are refused, not truncated (5.7 gave the value of 5).
+    with pytest.raises(ValueError, match="input_dim: expected integers"):
+        rrr(5.7, 3, 5, 1)
+    with pytest.raises(ValueError, match="true_rank: expected integers"):
+        dln([3, 2, 3], 1.9)
+    assert rrr(5.0, 3, 5, np.int64(1)) == rrr(5, 3, 5, 1)
 
 
 # ----------------------------------------------------------------------------------------
@@ -206,6 +212,13 @@ def test_llc_bad_arguments():
         ll.landscape.llc(loss_fn, w, data, key=jr.key(0), num_draws=10, record_every=3)
     with pytest.raises(ValueError, match="num_chains"):
         ll.landscape.llc(loss_fn, w, data, key=jr.key(0), num_chains=0)
+    for name in ("num_chains", "batch_size", "chunk_size"):  # True is not 1
+        with pytest.raises(ValueError, match=name):
+            ll.landscape.llc(loss_fn, w, data, key=jr.key(0), **{name: True})
+    state = ll.landscape.llc_init(loss_fn, w, data, key=jr.key(0), **SMALL)
+    for steps in (-3, 2.7):  # ran 0 and 2 steps
+        with pytest.raises(ValueError, match="num_steps"):
+            ll.landscape.llc_run(loss_fn, state, w, data, num_steps=steps, **SMALL)
     with pytest.raises(ValueError, match="data"):
         ll.landscape.llc(loss_fn, w, "data", key=jr.key(0))
     for name, value in (
