@@ -105,9 +105,11 @@ def split_rhat(trace: jax.Array) -> jax.Array:
 def effective_sample_size(trace: jax.Array) -> jax.Array:
     """Multi-chain effective sample size of the mean of a ``(chains, draws)`` trace.
 
-    Stan's estimator (Vehtari et al. 2021, arXiv:1903.08008, without rank normalisation) on
-    split chains: autocorrelations combined across chains through the split-R-hat variance,
-    summed with Geyer's initial monotone positive-pair truncation.
+    The estimator of Vehtari et al. 2021 (arXiv:1903.08008, eq. 10–11, without rank
+    normalisation) on split chains: autocorrelations combined across chains through the
+    split-R-hat variance, summed with Geyer's initial monotone positive-pair truncation.
+    Stan's and ArviZ's code add the next autocorrelation past the truncation and stop four
+    lags early; below ~20 effective draws their values differ from this one by up to ~7%.
 
     Examples:
       >>> import jax, lljax as ll
