@@ -125,7 +125,8 @@ class _Fingerprint:
         a = np.asarray(obj)
         if a.dtype == object:
             raise _Opaque
-        return ("array", type(obj), a.dtype.str, a.shape, a.tobytes())
+        # The dtype's name, not .str: ml_dtypes (float8, int4, ...) all have .str '<V1'.
+        return ("array", type(obj), a.dtype.name, a.shape, a.tobytes())
 
     def function(self, fn: types.FunctionType):
         code, env = fn.__code__, fn.__globals__

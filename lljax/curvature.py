@@ -116,6 +116,14 @@ def from_matrix(a: jax.Array, name: str = "matrix") -> Operator:
     a = jnp.asarray(a)
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"a: expected a square matrix, got shape {a.shape}")
+    if not jnp.issubdtype(a.dtype, jnp.inexact):
+        raise ValueError(f"a: expected a floating-point matrix, got dtype {a.dtype}")
+    if not isinstance(a, jax.core.Tracer) and a.size:
+        # Lanczos on a non-symmetric matrix returns confident nonsense; rounding (a dense()
+        # of float32 products) stays far below sqrt(eps) of the largest entry.
+        asym = float(jnp.max(jnp.abs(a - a.T)))
+        if asym > float(jnp.finfo(a.dtype).eps) ** 0.5 * float(jnp.max(jnp.abs(a))):
+            raise ValueError(f"a: expected a symmetric matrix, max |a − aᵀ| = {asym:.3g}")
     return Operator(lambda v: a @ v, int(a.shape[0]), a.dtype, name=name)
 
 
@@ -409,9 +417,10 @@ def restrict(op: Operator, params: Any, select: str | Sequence[str] | Callable) 
     Examples:
       >>> import jax, jax.numpy as jnp, lljax as ll
       >>> params = {"a": jnp.ones(2), "b": jnp.ones(1)}
-      >>> op = ll.curvature.from_matrix(jnp.arange(9.0).reshape(3, 3))
+      >>> a = jnp.arange(9.0).reshape(3, 3)
+      >>> op = ll.curvature.from_matrix(a + a.T)
       >>> ll.curvature.restrict(op, params, "b").dense().tolist()
-      [[8.0]]
+      [[16.0]]
     """
     paths, sizes = _leaf_paths_and_sizes(params)
     total = sum(sizes)
@@ -647,7 +656,11 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
     shards = 1 if mesh is None else int(mesh.size)
     if batch_size is None:
         batch_size = -(-n // shards)
-    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     batch_size = int(batch_size)
     # Pad to a whole number of batches per device with weight-0 copies of real examples (finite

@@ -57,7 +57,7 @@ from jax import lax
 
 from lljax import _linalg
 from lljax.curvature import Operator, from_matrix
-from lljax.train import _check_int, as_key
+from lljax.train import _check_int, _check_sign, as_key
 
 _HIGHEST = lax.Precision.HIGHEST
 _WHICH = ("LA", "SA", "LM")
@@ -252,8 +252,12 @@ class DensityResult(NamedTuple):
             raise ValueError("sigma/preset: give exactly one of sigma (eigenvalue units) or preset")
         if preset is not None:
             sigma = self.sigma(preset)
-        elif not isinstance(sigma, jax.core.Tracer) and not np.all(np.asarray(sigma) > 0):
-            raise ValueError(f"sigma: expected a kernel width > 0 (eigenvalue units), got {sigma}")
+        elif not isinstance(sigma, jax.core.Tracer) and not np.all(
+            (np.asarray(sigma) > 0) & np.isfinite(np.asarray(sigma))
+        ):
+            raise ValueError(
+                f"sigma: expected a finite kernel width > 0 (eigenvalue units), got {sigma}"
+            )
         sigma = jnp.asarray(sigma, self.nodes.dtype)
         if grid is None:
             if preset is not None:
@@ -300,6 +304,30 @@ def _dot(x: jax.Array, y: jax.Array, sdt) -> jax.Array:
     pad = (-n) % block
     prod = jnp.pad(x * y, (0, pad))
     return jnp.sum(jnp.sum(prod.reshape(-1, block), axis=1))
+
+
+def _norm(x: jax.Array, sdt) -> jax.Array:
+    """‖x‖ in the scalar dtype ``sdt``, safe from under- and overflow.
+
+    Squares of float32 entries below ~1e-19 flush to zero and above ~1e19 overflow, so in
+    float32 an operator of scale 1e-20 (the Hessian at a confident, correct classifier)
+    would look like a zero matrix; the vector is divided by its largest entry first. In a
+    wider ``sdt`` the squares are exact and need no scaling.
+    """
+    if jnp.dtype(sdt) != x.dtype:
+        return jnp.sqrt(_dot(x, x, sdt))
+    m = jnp.max(jnp.abs(x))
+    m = jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones_like(m))
+    y = x / m
+    return m.astype(sdt) * jnp.sqrt(_dot(y, y, sdt))
+
+
+def _column_norms(x: jax.Array) -> jax.Array:
+    """Norms of the columns of a small matrix, safe from under- and overflow (as
+    :func:`_norm`): the Ritz bounds of a 1e-20-scale operator would square to zero."""
+    m = jnp.max(jnp.abs(x), axis=0, keepdims=True)
+    m = jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones_like(m))
+    return m[0] * jnp.linalg.norm(x / m, axis=0)
 
 
 def _stderr(samples: jax.Array, axis: int = 0) -> jax.Array:
@@ -411,7 +439,7 @@ def _project_impl(Q: jax.Array, V: jax.Array, j: jax.Array, sdt) -> jax.Array:
     """:func:`_project` for ``Q`` ``(..., rows, n)`` and ``V`` ``(..., b, n)``."""
     lead = jnp.broadcast_shapes(Q.shape[:-2], V.shape[:-2])
     mask = (jnp.arange(Q.shape[-2]) <= j).astype(V.dtype)
-    norms = jax.vmap(lambda v: jnp.sqrt(_dot(v, v, sdt)))
+    norms = jax.vmap(lambda v: _norm(v, sdt))
     gs = _gs_pass
     Qf, Vf = Q, V
     if lead:  # flattened to one batch axis; none at all when unbatched, since a batch of
@@ -526,7 +554,7 @@ def _extend_full(matvec, Q, H, start: int, stop: int, key, scale, sdt) -> _Exten
 
     def column(carry, c, w):
         Q, H, scale, dropped = carry
-        wnorm = jnp.sqrt(_dot(w, w, sdt))
+        wnorm = _norm(w, sdt)
         rows = c + window
         live = rows >= start
         rows = jnp.clip(rows, 0, Q.shape[0] - 1)
@@ -542,10 +570,10 @@ def _extend_full(matvec, Q, H, start: int, stop: int, key, scale, sdt) -> _Exten
         # call per step, cost nothing to compile.
         V = _project(Q, jnp.stack([w, jnp.roll(R, c)]), c + b - 1, sdt)
         w, r = V[0], V[1]
-        beta = jnp.sqrt(_dot(w, w, sdt))
+        beta = _norm(w, sdt)
         scale = jnp.maximum(scale, jnp.maximum(jnp.max(jnp.abs(fresh)), beta))
         broke = _breakdown(beta, wnorm, scale, dtype, stop)
-        rnorm = jnp.sqrt(_dot(r, r, sdt))
+        rnorm = _norm(r, sdt)
         r_ok = rnorm > tiny * math.sqrt(n)  # ‖r‖ before projection ≈ sqrt(n)
         safe_beta = jnp.where(broke, 1.0, beta).astype(dtype)
         safe_r = jnp.where(r_ok, rnorm, 1.0).astype(dtype)
@@ -583,17 +611,17 @@ def _lanczos_local(matvec, q0, num_steps: int, key, sdt, store: bool):
     def step(carry, j):
         q, q_prev, beta_prev, scale, Q = carry
         w = matvec(q).astype(dtype)
-        wnorm = jnp.sqrt(_dot(w, w, sdt))
+        wnorm = _norm(w, sdt)
         alpha = _dot(q, w, sdt)
         w = w - alpha.astype(dtype) * q - beta_prev.astype(dtype) * q_prev
         # One local re-projection against q (cheap) keeps the three-term recurrence tight.
         w = w - _dot(q, w, sdt).astype(dtype) * q
-        beta = jnp.sqrt(_dot(w, w, sdt))
+        beta = _norm(w, sdt)
         scale = jnp.maximum(scale, jnp.maximum(jnp.abs(alpha), beta))
         broke = _breakdown(beta, wnorm, scale, dtype, num_steps)
         r = jnp.roll(R, j)
         r = r - _dot(q, r, sdt).astype(dtype) * q - _dot(q_prev, r, sdt).astype(dtype) * q_prev
-        r = r / jnp.sqrt(_dot(r, r, sdt)).astype(dtype)
+        r = r / _norm(r, sdt).astype(dtype)
         nxt = jnp.where(broke, r, w / jnp.where(broke, 1.0, beta).astype(dtype))
         beta_rec = jnp.where(broke, 0.0, beta)
         if Q is not None:
@@ -615,7 +643,7 @@ def _start_vector(key, size, dtype, v0, sdt):
         # A zero start vector would give NaN; fall back to a random one.
         fallback = jr.normal(key, (size,), dtype)
         v = jnp.where(jnp.any(v != 0), v, fallback)
-    return v / jnp.sqrt(_dot(v, v, sdt)).astype(dtype)
+    return v / _norm(v, sdt).astype(dtype)
 
 
 def _start_block(key, size, b, dtype, v0, sdt):
@@ -691,12 +719,14 @@ def lanczos(
     """
     if isinstance(matvec, Operator):
         op = matvec
-        size = op.size if size is None else size
+        if size is not None and size != op.size:
+            raise ValueError(f"size: {size!r} differs from the operator's size {op.size}")
+        size = op.size
         dtype = op.dtype if dtype is None else dtype
         matvec = op.matvec
-    if size is None or int(size) < 1:
-        raise ValueError(f"size: expected a positive integer, got {size!r}")
-    size = int(size)
+    if size is None:
+        raise ValueError("size: expected a positive integer, got None")
+    size = _check_int(size, "size")
     key = as_key(key)
     if not 1 <= _check_int(num_steps, "num_steps") <= size:
         raise ValueError(f"num_steps: expected 1 <= num_steps <= size={size}, got {num_steps}")
@@ -882,8 +912,9 @@ def eigsh(
         raise ValueError(
             f"num_steps: expected at least k + block_size + 1 = {k + b + 1} (or size), got {m}"
         )
-    if isinstance(max_restarts, int) and max_restarts < 0:
-        raise ValueError(f"max_restarts: expected >= 0, got {max_restarts}")
+    if not isinstance(max_restarts, jax.Array | np.ndarray):  # a traced sweep passes
+        _check_int(max_restarts, "max_restarts", low=0)
+    _check_sign(tol, "tol")
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     if tol is None:
@@ -901,13 +932,13 @@ def eigsh(
     H = jnp.zeros((m + b, m + b), sdt)
     out = _extend_full(op.matvec, Q, H, 0, m, jr.fold_in(k_run, 0), jnp.zeros((), sdt), sdt)
 
-    def check(H, drop_ss):
+    def check(H, dropped):
         theta, S = _linalg.eigh(H[:m, :m])
         idx = _order(theta, which)
         # ‖A y − θ y‖ for y = Qᵀ s is ‖H[m:, :m] s‖: the part of A Q outside the basis,
         # plus what breakdowns dropped: y is a unit combination of every column computed
         # since the start, so those couplings add at most their root sum of squares.
-        bounds = jnp.linalg.norm(H[m:, :m] @ S[:, idx], axis=0) + jnp.sqrt(drop_ss)
+        bounds = _column_norms(H[m:, :m] @ S[:, idx]) + dropped
         floor = 50 * eps * jnp.max(jnp.abs(theta))
         conv = bounds <= jnp.maximum(tol * jnp.abs(theta[idx]), floor)
         return (theta, S, idx), bounds, conv, jnp.all(conv[:k])
@@ -917,7 +948,7 @@ def eigsh(
         return (~done) & (restarts < max_restarts)
 
     def body(state):
-        Q, H, restarts, _, scale, drop_ss, (theta, S, idx) = state
+        Q, H, restarts, _, scale, dropped, (theta, S, idx) = state
         keep = idx[:p]
         Sk = S[:, keep]  # (m, p)
         Y = lax.dot_general(Sk.astype(dtype), Q[:m], (((0,), (0,)), ((), ())), precision=_HIGHEST)
@@ -928,25 +959,26 @@ def eigsh(
         Hn = jnp.zeros_like(H).at[jnp.arange(p), jnp.arange(p)].set(theta[keep])
         Hn = Hn.at[p : p + b, :p].set(coupling).at[:p, p : p + b].set(coupling.T)
         ext = _extend_full(op.matvec, Q, Hn, p, m, jr.fold_in(k_run, restarts + 1), scale, sdt)
-        drop_ss = drop_ss + jnp.sum(jnp.square(ext.dropped))
-        eig, _, _, done = check(ext.H, drop_ss)
-        return ext.Q, ext.H, restarts + 1, done, ext.scale, drop_ss, eig
+        dropped = jnp.hypot(dropped, _column_norms(ext.dropped[:, None])[0])
+        eig, _, _, done = check(ext.H, dropped)
+        return ext.Q, ext.H, restarts + 1, done, ext.scale, dropped, eig
 
-    drop_ss = jnp.sum(jnp.square(out.dropped))
-    eig, _, _, done = check(out.H, drop_ss)
-    state = (out.Q, out.H, jnp.zeros((), jnp.int32), done, out.scale, drop_ss, eig)
-    Q, H, restarts, _, _, drop_ss, _ = lax.while_loop(cond, body, state)
+    dropped = _column_norms(out.dropped[:, None])[0]  # root sum of squares
+    eig, _, _, done = check(out.H, dropped)
+    state = (out.Q, out.H, jnp.zeros((), jnp.int32), done, out.scale, dropped, eig)
+    Q, H, restarts, _, _, dropped, _ = lax.while_loop(cond, body, state)
 
-    (theta, S, idx), bounds, conv, _ = check(H, drop_ss)
+    (theta, S, idx), bounds, conv, _ = check(H, dropped)
     want = idx[:k]
     values = theta[want]
     num_matvecs = m + restarts * (m - p)
     if not return_eigenvectors:
         return EigshResult(values, None, bounds[:k], bounds[:k], conv[:k], restarts, num_matvecs)
     vecs = _combine(Q, jnp.pad(S[:, want], ((0, b), (0, 0))))  # (n, k); rows m.. unused
-    vecs = vecs / jnp.linalg.norm(vecs, axis=0, keepdims=True)
+    column_norms = jax.vmap(lambda v: _norm(v, sdt), in_axes=1)
+    vecs = vecs / column_norms(vecs).astype(dtype)[None, :]
     Av = jax.vmap(op.matvec, in_axes=1, out_axes=1)(vecs)
-    resid = jnp.linalg.norm(Av - vecs * values[None, :].astype(dtype), axis=0)
+    resid = column_norms(Av - vecs * values[None, :].astype(dtype))
     return EigshResult(values, vecs, resid, bounds[:k], conv[:k], restarts, num_matvecs + k)
 
 
@@ -1061,7 +1093,7 @@ def trace(
     Args:
       op: an :class:`~lljax.curvature.Operator`.
       key: PRNG key.
-      num_probes: total matvecs (static; ≥ 3 for Hutch++).
+      num_probes: total matvecs (static; ≥ 2, and ≥ 4 for Hutch++).
       method: ``"hutchinson"`` or ``"hutch++"``.
       batch_size: apply the operator to this many probes at a time (``lax.map``)
         instead of all at once.
@@ -1081,6 +1113,7 @@ def trace(
     """
     op = _as_operator(op)
     key = as_key(key)
+    num_probes = _check_int(num_probes, "num_probes")  # static: it sizes the probe arrays
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     if method == "hutchinson":
@@ -1135,7 +1168,7 @@ def diagonal(
     """
     op = _as_operator(op)
     key = as_key(key)
-    if num_probes < 2:
+    if _check_int(num_probes, "num_probes") < 2:
         raise ValueError(f"num_probes: expected >= 2 for an error bar, got {num_probes}")
     z, az = _rademacher_matvecs(op, key, num_probes, batch_size, jnp.dtype(op.dtype))
     samples = z * az
@@ -1178,6 +1211,8 @@ def negative_fraction(
       True
     """
     given = getattr(op, "dtype", None)
+    if given is not None:  # a NumPy float64 matrix runs in float32 unless x64 is on
+        given = jax.dtypes.canonicalize_dtype(given)
     op = _as_operator(op)
     # A half-precision operator's products round at its own eps, though the Krylov algebra
     # around them runs in float32.
@@ -1192,6 +1227,7 @@ def negative_fraction(
         reorthogonalize=reorthogonalize,
         probe_batch_size=probe_batch_size,
     )
+    _check_sign(threshold, "threshold")  # −1 would count eigenvalues below +1
     if threshold is None:
         threshold = min(op.size * eps, math.sqrt(eps)) * jnp.max(jnp.abs(d.nodes))
     per_probe = jnp.sum(jnp.where(d.nodes < -threshold, d.weights, 0.0), axis=1)
@@ -1232,8 +1268,9 @@ def power_iteration(
 ) -> PowerIterationResult:
     """Power iteration for the largest-magnitude eigenpair (the peers' baseline).
 
-    Stops when the Rayleigh quotient's relative change is below ``tol`` (PyHessian's rule,
-    ``|λ − λ_prev| / (|λ_prev| + 1e-6) < tol``, default ``tol = 1e-3``) or after
+    Stops when the Rayleigh quotient's relative change is below ``tol`` (PyHessian's rule
+    ``|λ − λ_prev| / (|λ_prev| + 1e-6) < tol`` without its absolute 1e-6, which stops at
+    once when |λ| is far below 1e-6; default ``tol = 1e-3``) or after
     ``num_iters``. Converges at rate ``|λ_2 / λ_1|`` and stops early on slow problems:
     prefer :func:`eigsh`.
 
@@ -1246,20 +1283,23 @@ def power_iteration(
     """
     op = _as_operator(op)
     key = as_key(key)
+    num_iters = _check_int(num_iters, "num_iters")
+    _check_sign(tol, "tol")
     dtype = jnp.dtype(op.dtype)
     sdt = _scalar_dtype(dtype)
     v = _start_vector(key, op.size, dtype, v0, sdt)
 
     def cond(state):
         _, lam, lam_prev, it = state
-        rel = jnp.abs(lam - lam_prev) / (jnp.abs(lam_prev) + 1e-6)
-        return (it < num_iters) & ((it < 2) | (rel >= tol))
+        # Relative, with no absolute term: an operator of scale 1e-20 would "converge" at once.
+        settled = jnp.abs(lam - lam_prev) <= tol * jnp.abs(lam_prev)
+        return (it < num_iters) & ((it < 2) | ~settled)
 
     def body(state):
         v, lam, _, it = state
         w = op.matvec(v).astype(dtype)
         lam_new = _dot(v, w, sdt)
-        norm = jnp.sqrt(_dot(w, w, sdt))
+        norm = _norm(w, sdt)
         # A zero product (v in the null space) keeps v: any unit vector is then exact.
         v = jnp.where(norm > 0, w / jnp.where(norm > 0, norm, 1.0).astype(dtype), v)
         return v, lam_new, lam, it + 1
@@ -1268,5 +1308,5 @@ def power_iteration(
     v, lam, _, it = lax.while_loop(cond, body, (v, zero, zero, jnp.zeros((), jnp.int32)))
     av = op.matvec(v).astype(dtype)
     lam = _dot(v, av, sdt)
-    resid = jnp.linalg.norm(av - lam.astype(dtype) * v)
+    resid = _norm(av - lam.astype(dtype) * v, sdt)
     return PowerIterationResult(lam, v, resid, it)

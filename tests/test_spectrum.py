@@ -297,6 +297,43 @@ def test_memory_budget_error_names_low_memory_path():
     assert res.basis is None and np.all(np.isfinite(res.alpha))
 
 
+def test_float32_operators_of_any_scale():
+    # Squares of float32 entries below ~1e-19 flush to zero and above ~1e19 overflow: a
+    # Hessian of scale 1e-20 (a confident, correct classifier) looked like a zero matrix,
+    # and eigsh returned half its eigenvalues flagged converged with zero residuals.
+    rng = np.random.default_rng(0)
+    n = 30
+    q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = np.linspace(-1.0, 3.0, n)  # 8 of 30 negative
+    key = jax.random.key(0)
+    fractions = []
+    for scale in (1e-30, 1e-20, 1.0, 1e20, 1e30):
+        a = jnp.asarray((q * lam) @ q.T * scale, jnp.float32)
+        top = spectrum.eigsh(a, k=2, key=key)
+        np.testing.assert_allclose(top.eigenvalues / scale, lam[::-1][:2], rtol=1e-5)
+        assert bool(jnp.all(top.converged))
+        assert float(jnp.max(top.residuals)) < 1e-5 * scale and float(top.residuals[0]) > 0
+        bottom = spectrum.eigsh(a, k=2, which="SA", block_size=2, key=key)
+        np.testing.assert_allclose(bottom.eigenvalues / scale, lam[:2], rtol=1e-5)
+        f = spectrum.negative_fraction(a, key=key, num_probes=8, num_steps=n)
+        assert abs(float(f.value) - 8 / 30) < 4 * float(f.stderr)
+        fractions.append(float(f.value))  # the same probes see the same spectrum
+        p = spectrum.power_iteration(a, key=key, num_iters=2000, tol=1e-7)
+        assert float(p.eigenvalue) / scale == pytest.approx(3.0, rel=1e-3)
+    np.testing.assert_allclose(fractions, fractions[2], rtol=1e-5)
+
+
+def test_numpy_float64_matrices_run_and_are_judged_in_float32():
+    # Without x64 a NumPy float64 matrix runs in float32; the zero-eigenvalue threshold
+    # used float64's eps and counted 20 rounding-level zeros as negative (0.38, not 0.05).
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(40, 40)))
+    lam = np.concatenate([[-1.0, -0.5], np.zeros(20), np.linspace(1, 3, 18)])
+    a = (q * lam) @ q.T
+    f = spectrum.negative_fraction(a, key=jax.random.key(0), num_probes=32, num_steps=40)
+    assert abs(float(f.value) - 0.05) < 4 * float(f.stderr) + 1e-6
+
+
 def test_bad_arguments_raise_clear_errors():
     op = from_matrix(jnp.eye(5))
     key = jax.random.key(0)
@@ -310,8 +347,9 @@ def test_bad_arguments_raise_clear_errors():
         spectrum.trace(op, key=key, method="exact")
     with pytest.raises(ValueError, match="sigma/preset"):
         spectrum.density(op, key=key, num_probes=2, num_steps=3).smooth()
-    with pytest.raises(ValueError, match="sigma: expected a kernel width > 0"):
-        spectrum.density(op, key=key, num_probes=2, num_steps=3).smooth(sigma=0.0)
+    for sigma in (0.0, float("inf")):  # inf gave an all-NaN density
+        with pytest.raises(ValueError, match="sigma: expected a finite kernel width > 0"):
+            spectrum.density(op, key=key, num_probes=2, num_steps=3).smooth(sigma=sigma)
     for bad in (0, None, "key"):
         for call in (
             lambda k: spectrum.eigsh(op, k=2, key=k),
@@ -329,6 +367,18 @@ def test_bad_arguments_raise_clear_errors():
         (lambda: spectrum.density(op, key=key, num_probes=2, probe_batch_size=0), "probe_batch"),
         (lambda: spectrum.trace(op, key=key, num_probes=4, batch_size=0), "batch_size"),
         (lambda: spectrum.density(from_matrix(jnp.zeros((0, 0))), key=key), "op: .*size 0"),
+        (lambda: spectrum.trace(op, key=key, num_probes=6.0, method="hutch++"), "num_probes"),
+        (lambda: spectrum.diagonal(op, key=key, num_probes=4.0), "num_probes"),
+        (lambda: spectrum.power_iteration(op, key=key, num_iters=2.5), "num_iters"),
+        (lambda: spectrum.power_iteration(op, key=key, num_iters=-1), "num_iters"),
+        (lambda: spectrum.eigsh(op, k=1, key=key, max_restarts=1.5), "max_restarts"),
+        (lambda: spectrum.eigsh(op, k=1, key=key, tol=-1.0), "tol"),
+        (lambda: spectrum.lanczos(op, 3, num_steps=2, key=key), "size: 3 differs"),
+        # −1 would count every eigenvalue below +1 as negative.
+        (lambda: spectrum.negative_fraction(op, key=key, num_steps=3, threshold=-1.0), "thresh"),
+        # Lanczos on a non-symmetric matrix returned [5.24, −2.24] "converged" for [1, 2].
+        (lambda: spectrum.eigsh(jnp.array([[1.0, 5.0], [0.0, 2.0]]), k=1, key=key), "symmetric"),
+        (lambda: spectrum.eigsh(jnp.eye(3, dtype=jnp.int32), k=1, key=key), "floating-point"),
     ):
         with pytest.raises(ValueError, match=name):
             call()

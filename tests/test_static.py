@@ -28,6 +28,19 @@ def test_equal_optax_transformations_compare_equal():
     assert Static(sgld(0)) == Static(sgld(0)) != Static(sgld(1))
 
 
+def test_arrays_of_different_narrow_dtypes_differ():
+    # Every ml_dtypes type has dtype.str '<V1': equal bytes as float8_e4m3fn ([1, 2]) and as
+    # float8_e4m3fnuz ([0.5, 1]) compared equal, and the first compiled program was reused.
+    raw = jnp.array([0x38, 0x40], jnp.uint8)
+    a = jax.lax.bitcast_convert_type(raw, jnp.float8_e4m3fn)
+    b = jax.lax.bitcast_convert_type(raw, jnp.float8_e4m3fnuz)
+    make = lambda c: lambda x: x * c.astype(jnp.float32)  # noqa: E731
+    assert Static(make(a)) != Static(make(b))
+    f = _static.jit(lambda fn, x: fn(x), static_argnums=0)
+    np.testing.assert_array_equal(f(make(a), jnp.ones(2)), [1.0, 2.0])
+    np.testing.assert_array_equal(f(make(b), jnp.ones(2)), [0.5, 1.0])
+
+
 def test_values_are_compared_with_their_types_and_bits():
     assert Static(1) != Static(1.0) != Static(True)
     assert Static(0.0) != Static(-0.0)
