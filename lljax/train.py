@@ -1240,4 +1240,5 @@ __all__ = [
     "segment_ends",
     "fingerprint",
     "as_key",
+    "with_given_hyperparameters",
 ]
