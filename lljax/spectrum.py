@@ -1210,6 +1210,7 @@ def negative_fraction(
       >>> bool(abs(f.value - 1 / 6) < 4 * f.stderr + 1e-6)
       True
     """
+    _check_sign(threshold, "threshold")  # −1 would count eigenvalues below +1
     given = getattr(op, "dtype", None)
     if given is not None:  # a NumPy float64 matrix runs in float32 unless x64 is on
         given = jax.dtypes.canonicalize_dtype(given)
@@ -1227,7 +1228,6 @@ def negative_fraction(
         reorthogonalize=reorthogonalize,
         probe_batch_size=probe_batch_size,
     )
-    _check_sign(threshold, "threshold")  # −1 would count eigenvalues below +1
     if threshold is None:
         threshold = min(op.size * eps, math.sqrt(eps)) * jnp.max(jnp.abs(d.nodes))
     per_probe = jnp.sum(jnp.where(d.nodes < -threshold, d.weights, 0.0), axis=1)
