@@ -656,13 +656,7 @@ def _dataset_operator(kernel, params, batch, batch_size, mesh, name: str, precis
     shards = 1 if mesh is None else int(mesh.size)
     if batch_size is None:
         batch_size = -(-n // shards)
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
-    batch_size = int(batch_size)
+    batch_size = train_lib._check_int(batch_size, "batch_size")  # True is not 1
     # Pad to a whole number of batches per device with weight-0 copies of real examples (finite
     # values, so 0 · contribution is exactly 0), so ragged data still weighs every example once.
     num_batches = -(-n // batch_size)

@@ -322,14 +322,6 @@ def _norm(x: jax.Array, sdt) -> jax.Array:
     return m.astype(sdt) * jnp.sqrt(_dot(y, y, sdt))
 
 
-def _column_norms(x: jax.Array) -> jax.Array:
-    """Norms of the columns of a small matrix, safe from under- and overflow (as
-    :func:`_norm`): the Ritz bounds of a 1e-20-scale operator would square to zero."""
-    m = jnp.max(jnp.abs(x), axis=0, keepdims=True)
-    m = jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones_like(m))
-    return m[0] * jnp.linalg.norm(x / m, axis=0)
-
-
 def _stderr(samples: jax.Array, axis: int = 0) -> jax.Array:
     num = samples.shape[axis]
     return jnp.std(samples, axis=axis, ddof=1) / math.sqrt(num)
@@ -932,13 +924,16 @@ def eigsh(
     H = jnp.zeros((m + b, m + b), sdt)
     out = _extend_full(op.matvec, Q, H, 0, m, jr.fold_in(k_run, 0), jnp.zeros((), sdt), sdt)
 
+    # Scale-safe (_norm): the Ritz bounds of a 1e-20-scale operator would square to zero.
+    column_norms = jax.vmap(lambda c: _norm(c, sdt), in_axes=1)
+
     def check(H, dropped):
         theta, S = _linalg.eigh(H[:m, :m])
         idx = _order(theta, which)
         # ‖A y − θ y‖ for y = Qᵀ s is ‖H[m:, :m] s‖: the part of A Q outside the basis,
         # plus what breakdowns dropped: y is a unit combination of every column computed
         # since the start, so those couplings add at most their root sum of squares.
-        bounds = _column_norms(H[m:, :m] @ S[:, idx]) + dropped
+        bounds = column_norms(H[m:, :m] @ S[:, idx]) + dropped
         floor = 50 * eps * jnp.max(jnp.abs(theta))
         conv = bounds <= jnp.maximum(tol * jnp.abs(theta[idx]), floor)
         return (theta, S, idx), bounds, conv, jnp.all(conv[:k])
@@ -959,11 +954,11 @@ def eigsh(
         Hn = jnp.zeros_like(H).at[jnp.arange(p), jnp.arange(p)].set(theta[keep])
         Hn = Hn.at[p : p + b, :p].set(coupling).at[:p, p : p + b].set(coupling.T)
         ext = _extend_full(op.matvec, Q, Hn, p, m, jr.fold_in(k_run, restarts + 1), scale, sdt)
-        dropped = jnp.hypot(dropped, _column_norms(ext.dropped[:, None])[0])
+        dropped = jnp.hypot(dropped, _norm(ext.dropped, sdt))
         eig, _, _, done = check(ext.H, dropped)
         return ext.Q, ext.H, restarts + 1, done, ext.scale, dropped, eig
 
-    dropped = _column_norms(out.dropped[:, None])[0]  # root sum of squares
+    dropped = _norm(out.dropped, sdt)  # root sum of squares
     eig, _, _, done = check(out.H, dropped)
     state = (out.Q, out.H, jnp.zeros((), jnp.int32), done, out.scale, dropped, eig)
     Q, H, restarts, _, _, dropped, _ = lax.while_loop(cond, body, state)
@@ -975,7 +970,6 @@ def eigsh(
     if not return_eigenvectors:
         return EigshResult(values, None, bounds[:k], bounds[:k], conv[:k], restarts, num_matvecs)
     vecs = _combine(Q, jnp.pad(S[:, want], ((0, b), (0, 0))))  # (n, k); rows m.. unused
-    column_norms = jax.vmap(lambda v: _norm(v, sdt), in_axes=1)
     vecs = vecs / column_norms(vecs).astype(dtype)[None, :]
     Av = jax.vmap(op.matvec, in_axes=1, out_axes=1)(vecs)
     resid = column_norms(Av - vecs * values[None, :].astype(dtype))
